@@ -1,0 +1,1 @@
+"""Reference measurements the orchestrator's speed is compared against."""

@@ -1,0 +1,203 @@
+"""Command line.
+
+    python -m orchestrator list
+    python -m orchestrator plan part3 --quick repeats=3
+    python -m orchestrator sweep part3 --quick [--data-dir DIR] [key=value ...]
+    python -m orchestrator sweep part3 --resume --out runs/part3/20261123-141500
+    python -m orchestrator data --data-dir DIR       # download / verify CIFAR-10
+
+Bad input ends in one line on stderr and exit code 2, before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from search_spaces import get_study, studies
+from search_spaces.study import Study
+from workloads.config import ConfigError
+from workloads.data import DataError, load_cifar10, resolve_data_dir
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m orchestrator", description="Sweeps of CIFAR-10 studies on Ray Tune.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub.add_parser("list", help="the studies and their trial counts")
+    for name in ("plan", "sweep"):
+        s = sub.add_parser(name, help="print the trial grid" if name == "plan" else "run a study")
+        s.add_argument("study")
+        s.add_argument("overrides", nargs="*", metavar="key=value")
+        s.add_argument("--quick", action="store_true", help="the same path, small: minutes on a laptop")
+        if name == "sweep":
+            s.add_argument("--dry-run", action="store_true", help="print the trial grid and stop")
+            s.add_argument("--out", help="output folder (default runs/STUDY/TIMESTAMP)")
+            s.add_argument("--data-dir", help="CIFAR-10 folder (else $ORCHESTRATOR_DATA, else ./data)")
+            s.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT")
+            s.add_argument("--storage", help="results storage every node reaches (folder or URI)")
+            s.add_argument("--cpus-per-trial", type=float, default=1.0)
+            s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU")
+            s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+            s.add_argument("--num-gpus", type=float, help="GPUs of a local Ray (default: detected)")
+            s.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
+            s.add_argument("--resume", action="store_true",
+                           help="finish the sweep in --out (default: the study's latest run)")
+            s.add_argument("--quiet", action="store_true", help="no progress table")
+    d = sub.add_parser("data", help="download (when online) and verify CIFAR-10")
+    d.add_argument("--data-dir")
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def resolve_study(args) -> Study:
+    study = get_study(args.study)
+    if args.quick:
+        study = study.with_quick()
+    return study.with_overrides(parse_overrides(args.overrides))
+
+
+def plan_lines(study: Study) -> list[str]:
+    lines = [f"{study.name}: {study.description}"]
+    for stage in study.stages:
+        if stage.derive is not None:
+            lines.append(f"stage {stage.name}: grid computed from earlier stages' results")
+            continue
+        trials = study.stage_trials(stage, {})
+        lines.append(f"stage {stage.name}: {len(trials)} trials")
+        base = trials[0].config.to_flat()
+        varying = sorted({k for t in trials for k, v in t.config.to_flat().items() if v != base[k]})
+        lines.append("  shared: " + ", ".join(f"{k}={v}" for k, v in base.items() if k not in varying))
+        for t in trials:
+            flat = t.config.to_flat()
+            lines.append(f"  {t.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying))
+    return lines
+
+
+def trial_count(study: Study) -> str:
+    counts = [str(len(study.stage_trials(s, {}))) if s.derive is None else "?" for s in study.stages]
+    return "+".join(counts)
+
+
+def cmd_list(args) -> int:
+    for name, study in studies().items():
+        print(f"{name:<10} {trial_count(study):>8} trials ({trial_count(study.with_quick())} quick)  "
+              f"{study.description}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    print("\n".join(plan_lines(resolve_study(args))))
+    return 0
+
+
+def output_folder(args) -> Path:
+    from orchestrator.driver import DONE_FILE, SWEEP_FILE
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        runs = sorted(p for p in Path("runs", args.study).glob("*") if (p / SWEEP_FILE).exists())
+        if not runs:
+            raise UsageError(f"--resume: no earlier run of {args.study} under runs/{args.study}/")
+        out = runs[-1]
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs", args.study, stamp + ("-quick" if args.quick else ""))
+    if (out / DONE_FILE).exists() and not args.resume:
+        raise UsageError(f"{out} already holds a finished sweep; choose another --out "
+                         f"(or --resume to re-report it)")
+    if (out / SWEEP_FILE).exists() and not args.resume:
+        raise UsageError(f"{out} holds an unfinished sweep; add --resume to finish it")
+    return out
+
+
+def cmd_sweep(args, argv) -> int:
+    from orchestrator.driver import SWEEP_FILE, Options, SweepError, run_study
+    from results.io import write_json
+    if args.resume and not args.dry_run:
+        out = output_folder(args)
+        asked = out / SWEEP_FILE
+        if asked.exists():  # the same study as first asked for, whatever this command line says
+            saved = json.loads(asked.read_text())
+            args = replace_args(args, quick=saved["quick"], overrides=saved["overrides"])
+    study = resolve_study(args)
+    if args.dry_run:
+        print("\n".join(plan_lines(study)))
+        return 0
+    out = output_folder(args)
+    opts = Options(out=out, data_dir=resolve_data_dir(args.data_dir), storage=args.storage,
+                   address=args.address, cpus_per_trial=args.cpus_per_trial,
+                   gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                   max_failures=args.max_failures, resume=args.resume, verbose=0 if args.quiet else 1)
+    load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
+    if not (out / SWEEP_FILE).exists():
+        write_json(out / SWEEP_FILE, {"study": args.study, "quick": args.quick, "overrides": args.overrides})
+    try:
+        summary = run_study(study, replace(opts, resume=True), argv)
+    except SweepError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 1
+    if "summary" in summary:
+        print(summary["summary"].to_string(index=False))
+    print(f"results in {out}")
+    return 0
+
+
+def replace_args(args, **values):
+    merged = argparse.Namespace(**vars(args))
+    for k, v in values.items():
+        setattr(merged, k, v)
+    return merged
+
+
+def cmd_data(args) -> int:
+    root = resolve_data_dir(args.data_dir)
+    raw = load_cifar10(root)
+    print(f"CIFAR-10 ok at {root}: {len(raw.train_x)} training, {len(raw.test_x)} test images")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Overrides may come before or after options: collect the key=value leftovers.
+        args, rest = build_parser().parse_known_args(argv)
+        stray = [r for r in rest if "=" not in r or r.startswith("-")]
+        if stray:
+            raise UsageError(f"unrecognized arguments: {' '.join(stray)}")
+        if rest and not hasattr(args, "overrides"):
+            raise UsageError(f"{args.command} takes no key=value overrides")
+        if rest:
+            args.overrides = list(args.overrides) + rest
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "data":
+            return cmd_data(args)
+        return cmd_sweep(args, argv)
+    except (UsageError, ConfigError, DataError) as e:
+        print(f"orchestrator: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

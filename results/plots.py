@@ -1,0 +1,93 @@
+"""Matplotlib figures, written atomically as PNG.
+
+    plot_comparison(aggs, [M.LOSS, M.TRAIN_ACC, M.VAL_ACC], out / "compare.png")
+    plot_first_layer(weights, "cnn_3", out / "weights_cnn_3.png")
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on workers or CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+from results.io import save_figure
+from workloads import metrics as M
+
+TITLES = {M.LOSS: "training loss", M.TRAIN_ACC: "training accuracy",
+          M.VAL_ACC: "validation accuracy", M.GRAD_NORM: "first-layer gradient norm"}
+
+
+def band(ax, steps, mean, std, label, **kw):
+    line, = ax.plot(steps, mean, label=label, lw=1.2, **kw)
+    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    return line
+
+
+def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, title: str = "") -> None:
+    """One panel per metric (mean +- std over repeats), and test-accuracy bars."""
+    panels = len(metrics) + (1 if test_bars else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
+    axes = axes[0]
+    for ax, metric in zip(axes, metrics):
+        for group, a in aggs.items():
+            if metric in a.mean:
+                band(ax, a.steps, a.mean[metric], a.std[metric], f"{group} (n={a.n})")
+        ax.set_title(TITLES.get(metric, metric))
+        ax.set_xlabel("step")
+        if metric == M.GRAD_NORM:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if test_bars:
+        ax = axes[-1]
+        names = list(aggs)
+        means = [aggs[g].test_mean for g in names]
+        stds = [aggs[g].test_std for g in names]
+        ax.bar(names, means, yerr=stds, capsize=3, color="tab:blue", alpha=0.7, label="mean +- std")
+        ax.scatter(names, [aggs[g].test_accs.max() for g in names], color="black", marker="_",
+                   s=200, label="best", zorder=3)
+        ax.set_title("test accuracy")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def weight_tiles(weights: np.ndarray) -> list[np.ndarray]:
+    """First-layer weights as images: MLP units (U, 1024) -> 32x32; conv filters
+    (F, C, k, k) -> k x k (grey) or k x k x 3 (RGB)."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim == 2:
+        side = int(math.isqrt(w.shape[1]))
+        channels = w.shape[1] // (side * side)
+        tiles = w.reshape(len(w), channels, side, side)
+    else:
+        tiles = w
+    out = []
+    for t in tiles:  # (C, k, k), each scaled to [0, 1] on its own
+        t = (t - t.min()) / (np.ptp(t) or 1.0)
+        out.append(t[0] if t.shape[0] == 1 else np.moveaxis(t[:3], 0, -1))
+    return out
+
+
+def plot_first_layer(weights: np.ndarray, title: str, path: Path) -> None:
+    tiles = weight_tiles(weights)
+    cols = min(8, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(tiles):
+            ax.imshow(tiles[i], cmap="gray", interpolation="nearest")
+    fig.suptitle(f"{title}: first-layer weights {tuple(np.shape(weights))}", fontsize=9)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
