@@ -1,0 +1,55 @@
+"""Shared fixtures: the real CIFAR-10 copy (../shared/data in CI), small
+prepared subsets, and one local Ray for the tests that need it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from workloads.config import DataConfig
+from workloads.data import ENV_VAR, batch_dir, load_cifar10, prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings small enough for a 2-core CI machine, same code path as a full run.
+TINY = {"train_subset": 500, "val_subset": 200, "test_subset": 200, "train_eval_size": 200,
+        "epochs": 1, "record_every": 5, "checkpoint_every": 2}
+
+
+def data_root() -> Path | None:
+    for candidate in (os.environ.get(ENV_VAR), ROOT.parent / "shared" / "data", ROOT / "data"):
+        if candidate and (batch_dir(Path(candidate)) / "data_batch_1").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if root is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CIFAR-10 not found: set {ENV_VAR} (CI expects ../shared/data)")
+        pytest.skip(f"CIFAR-10 not found: set {ENV_VAR}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def raw(data_dir):
+    return load_cifar10(data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(raw):
+    return prepare(DataConfig(**{k: v for k, v in TINY.items() if k in DataConfig.__dataclass_fields__}), raw)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs) for every test that runs trials through Tune."""
+    import ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
