@@ -107,14 +107,16 @@ class TrialConfig:
 
     def override(self, values: dict) -> "TrialConfig":
         """New config with `values` (typed, or strings to parse) applied."""
-        parts = {s: getattr(self, s) for s in SECTIONS}
+        changes: dict[str, dict] = {s: {} for s in SECTIONS}
         for key, raw in values.items():
             _check(key in FIELDS, f"unknown key {key!r}; known keys: {', '.join(sorted(FIELDS))}")
-            section = FIELDS[key]
-            value = coerce(key, raw, FIELD_TYPES[key])
+            changes[FIELDS[key]][key] = coerce(key, raw, FIELD_TYPES[key])
+        parts = {}
+        for section, changed in changes.items():
+            # One replace per section, so that related keys (optimizer and lr) are checked together.
             try:
-                parts[section] = replace(parts[section], **{key: value})
-            except (TypeError, ValueError) as e:
+                parts[section] = replace(getattr(self, section), **changed)
+            except TypeError as e:
                 raise ConfigError(str(e)) from None
         return TrialConfig(**parts)
 
@@ -151,6 +153,8 @@ def coerce(key: str, raw, typ):
             return float(text)
         if typ is tuple:
             return _parse_pairs(text)
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"{key}: expected {typ.__name__}, got {raw!r}") from None
     return text

@@ -11,6 +11,7 @@ Passing such a dict back as `resume=` continues the run exactly where it was.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -123,10 +124,12 @@ def train(cfg: TrialConfig, data: PreparedData | DeviceData, device: torch.devic
     started = time.perf_counter()
 
     def state() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        # Copies, so that a caller holding the dict keeps this point of the run.
+        return {"model": copy.deepcopy(model.state_dict()),
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
                 "order": order.get_state(), "torch_rng": torch.get_rng_state(),
                 "step": step, "epoch": epoch, "batch": batch, "perm": perm,
-                "loss_sum": loss_sum.item(), "loss_count": loss_count, "records": records}
+                "loss_sum": loss_sum.item(), "loss_count": loss_count, "records": list(records)}
 
     model.train()
     while epoch < tc.epochs:

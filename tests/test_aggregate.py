@@ -1,0 +1,55 @@
+"""Aggregation on hand-made curves."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from results.aggregate import RunRecord, aggregate_groups, curves_table, summary_table
+from workloads import metrics as M
+
+
+def run(group, repeat, losses, test_acc, wall=1.0):
+    steps = [10 * (i + 1) for i in range(len(losses))]
+    curves = pd.DataFrame({M.STEP: steps, M.LOSS: losses, M.VAL_ACC: [1 - x for x in losses]})
+    return RunRecord("train", group, repeat, {"arch": group}, curves, test_acc, wall,
+                     first_layer=np.full((2, 2), repeat))
+
+
+def test_mean_std_and_best():
+    records = [run("a", 0, [3.0, 2.0, 1.0], 0.5), run("a", 1, [1.0, 2.0, 5.0], 0.7, wall=3.0),
+               run("a", 2, [2.0, 2.0, 3.0], 0.7), run("b", 0, [4.0, 4.0, 4.0], 0.1)]
+    aggs = aggregate_groups(records)
+    a = aggs["a"]
+    np.testing.assert_array_equal(a.steps, [10, 20, 30])
+    np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 2.0, 3.0])
+    np.testing.assert_allclose(a.std[M.LOSS], [1.0, 0.0, 2.0])  # sample std, ddof=1
+    np.testing.assert_allclose(a.mean[M.VAL_ACC], [-1.0, -1.0, -2.0])
+    assert a.n == 3 and a.best.repeat == 1  # ties go to the lower repeat
+    assert a.best.first_layer[0, 0] == 1
+    assert aggs["b"].n == 1 and np.all(aggs["b"].std[M.LOSS] == 0)
+    assert M.GRAD_NORM not in a.mean  # not recorded, not invented
+
+    table = summary_table(aggs, {"a": {"parameters": 7}})
+    row = table.set_index("group").loc["a"]
+    assert row["test_acc_mean"] == pytest.approx(0.6333333)
+    assert row["test_acc_std"] == pytest.approx(np.std([0.5, 0.7, 0.7], ddof=1))
+    assert row["test_acc_best"] == 0.7 and row["best_repeat"] == 1 and row["parameters"] == 7
+    assert row["wall_s_total"] == 5.0
+    assert list(table["group"]) == ["a", "b"]
+
+
+def test_resumed_duplicates_and_ragged_runs():
+    # A restored trial may report a step twice; a shorter run limits the common steps.
+    dup = run("a", 0, [3.0, 2.0, 1.0], 0.5)
+    dup = dup.__class__(**{**dup.__dict__, "curves": pd.concat([dup.curves, dup.curves.iloc[[1]]])})
+    short = run("a", 1, [1.0, 4.0], 0.2)
+    a = aggregate_groups([dup, short])["a"]
+    np.testing.assert_array_equal(a.steps, [10, 20])
+    np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 3.0])
+
+
+def test_curves_table_long_format():
+    aggs = aggregate_groups([run("a", 0, [3.0, 2.0], 0.5), run("a", 1, [1.0, 2.0], 0.6)])
+    table = curves_table(aggs)
+    loss = table[table.metric == M.LOSS]
+    assert loss[M.STEP].tolist() == [10, 20] and loss["mean"].tolist() == [2.0, 2.0]
+    assert set(table.columns) == {"group", "metric", M.STEP, "mean", "std", "n"}

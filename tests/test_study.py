@@ -1,0 +1,69 @@
+"""Golden tests of sweep expansion: exactly which trials a study produces."""
+import pytest
+
+from search_spaces import get_study, studies
+from search_spaces.study import Stage, Study
+from workloads.config import ConfigError
+
+
+def test_part3_full_grid():
+    study = get_study("part3")
+    trials = study.stage_trials(study.stages[0], {})
+    assert len(trials) == 50
+    assert [t.name for t in trials[:12]] == [
+        "mlp_1_r0", "mlp_1_r1", "mlp_1_r2", "mlp_1_r3", "mlp_1_r4", "mlp_1_r5", "mlp_1_r6",
+        "mlp_1_r7", "mlp_1_r8", "mlp_1_r9", "mlp_2_r0", "mlp_2_r1"]
+    assert [t.config.train.seed for t in trials[:10]] == list(range(10))
+    assert {t.config.model.arch for t in trials} == {"mlp_1", "mlp_2", "cnn_3", "cnn_4", "cnn_5"}
+    cfg = trials[-1].config
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.optimizer, cfg.data.train_subset) == \
+        (15, 50, "adam", 0)
+
+
+def test_part3_quick_and_overrides():
+    study = get_study("part3").with_quick().with_overrides({"archs": "cnn_3,mlp_1", "repeats": "3",
+                                                            "epochs": "2"})
+    trials = study.stage_trials(study.stages[0], {})
+    assert [t.name for t in trials] == ["cnn_3_r0", "cnn_3_r1", "cnn_3_r2", "mlp_1_r0", "mlp_1_r1", "mlp_1_r2"]
+    assert {t.config.train.epochs for t in trials} == {2}
+    assert {t.config.data.train_subset for t in trials} == {5000}  # from --quick
+    assert dict(study.user)["repeats"] == "3"
+
+
+def test_seed_override_shifts_every_repeat():
+    study = get_study("part3").with_overrides({"seed": "100", "repeats": "2", "arch": "cnn_5"})
+    assert [t.config.train.seed for t in study.stage_trials(study.stages[0], {})] == [100, 101]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"repeats": "0"}, "repeats must be >= 1"),
+    ({"arch": "cnn_9"}, "arch='cnn_9'"),
+    ({"bogus": "1"}, "unknown key 'bogus' for study part3"),
+    ({"batch_size": "0"}, "batch_size must be >= 1"),
+])
+def test_bad_study_overrides(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        get_study("part3").with_overrides(overrides)
+
+
+def test_derived_stage_gets_earlier_results():
+    seen = {}
+
+    def derive(earlier):
+        seen.update(earlier)
+        return {"epochs": earlier["first"] + 1, "lr": [0.1, 0.2]}
+
+    study = Study("demo", "", stages=(Stage("first"), Stage("second", fixed=(("optimizer", "sgd"), ("lr", 0.5)),
+                                                            derive=derive)), repeats=2)
+    trials = study.stage_trials(study.stages[1], {"first": 4})
+    assert seen == {"first": 4}
+    assert [(t.group, t.repeat, t.config.train.epochs, t.config.train.lr) for t in trials] == [
+        ("0.1", 0, 5, 0.1), ("0.1", 1, 5, 0.1), ("0.2", 0, 5, 0.2), ("0.2", 1, 5, 0.2)]
+
+
+def test_every_registered_study_expands():
+    for name, study in studies().items():
+        for s in (study, study.with_quick()):
+            for stage in s.stages:
+                if stage.derive is None:
+                    assert s.stage_trials(stage, {}), name
