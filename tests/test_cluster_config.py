@@ -1,0 +1,405 @@
+"""cluster.yaml: valid for Ray 2.60's cluster launcher, and safe to `ray up`.
+
+Three layers, all offline (no AWS call, no Ray cluster), all in a second or two:
+
+1. Ray's shipped JSON schema (ray/autoscaler/ray-schema.json), with jsonschema.
+2. What `ray up` itself does before it talks to AWS (ray/autoscaler/_private/commands.py
+   `_bootstrap_config`): `prepare_config` (merges the AWS defaults.yaml, fills per-type
+   min/max workers) then `validate_config` (schema again, head_node_type among
+   available_node_types, sum of min_workers within max_workers).
+3. This project's invariants: a CPU head and GPU workers whose declared resources match the
+   instance type; worker counts that add up; the project installed with the Ray version the
+   tests run with; CIFAR-10 staged where the driver reads it; token auth on for every
+   `ray start`; the dashboard on localhost only; every command valid shell.
+
+Deliberately broken copies must fail (the last test), so a bad edit fails CI.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+PROJECT_MOUNT = "~/sweeps"      # where setup_commands `pip install -e` the project
+TOKEN_FILE = "~/.ray/auth_token"
+LOCALHOST = {"127.0.0.1", "localhost", "::1"}
+PUBLIC_PORTS = {6379, 8265, 10001}  # GCS, dashboard / job API, Ray Client
+
+# (vCPUs, GPUs) of common instance types; a declared `resources` must agree with these.
+INSTANCE_TYPES = {
+    "m5.large": (2, 0), "m5.xlarge": (4, 0), "m5.2xlarge": (8, 0), "m5.4xlarge": (16, 0),
+    "m6i.xlarge": (4, 0), "m6i.2xlarge": (8, 0), "c5.2xlarge": (8, 0), "r5.2xlarge": (8, 0),
+    "g4dn.xlarge": (4, 1), "g4dn.2xlarge": (8, 1), "g4dn.4xlarge": (16, 1),
+    "g4dn.12xlarge": (48, 4),
+    "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.4xlarge": (16, 1), "g5.8xlarge": (32, 1),
+    "g5.12xlarge": (48, 4), "g5.16xlarge": (64, 1), "g5.24xlarge": (96, 4),
+    "g5.48xlarge": (192, 8),
+    "g6.xlarge": (4, 1), "g6.2xlarge": (8, 1), "g6.12xlarge": (48, 4),
+    "p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p4d.24xlarge": (96, 8),
+}
+GPU_FAMILY = re.compile(r"^(g4dn|g4ad|g5|g5g|g6|g6e|gr6|p2|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.")
+
+
+def load_config() -> dict:
+    with open(CLUSTER_YAML) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return load_config()
+
+
+def ray_schema() -> dict:
+    import ray.autoscaler
+    path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+    return json.loads(path.read_text())
+
+
+def ray_prepare_and_validate(cfg: dict) -> dict:
+    """`ray up`'s offline part: defaults, per-type worker counts, Ray's own validation."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    prepared = prepare_config(copy.deepcopy(cfg))
+    validate_config(prepared)
+    return prepared
+
+
+# ----------------------------------------------------------------- project invariants
+
+def node_types(cfg: dict) -> dict:
+    return cfg.get("available_node_types") or {}
+
+
+def worker_types(cfg: dict) -> dict:
+    return {k: v for k, v in node_types(cfg).items() if k != cfg.get("head_node_type")}
+
+
+def commands(cfg: dict, *keys: str) -> list[str]:
+    return [c for k in keys for c in cfg.get(k) or []]
+
+
+def head_commands(cfg: dict) -> list[str]:
+    return commands(cfg, "initialization_commands", "setup_commands", "head_setup_commands")
+
+
+def worker_commands(cfg: dict) -> list[str]:
+    return commands(cfg, "initialization_commands", "setup_commands", "worker_setup_commands")
+
+
+def check_head_node_type(cfg):
+    head = cfg.get("head_node_type")
+    assert head in node_types(cfg), f"head_node_type {head!r} is not one of {sorted(node_types(cfg))}"
+
+
+def check_cpu_head(cfg):
+    head = node_types(cfg)[cfg["head_node_type"]]
+    itype = head["node_config"]["InstanceType"]
+    assert not GPU_FAMILY.match(itype), f"head instance {itype} is a GPU type; the head is CPU only"
+    assert head.get("resources", {}).get("GPU", 0) == 0, "the head declares GPUs"
+    assert head.get("max_workers", 0) == 0, "the head type must not also be a worker type"
+
+
+def check_gpu_workers(cfg):
+    workers = worker_types(cfg)
+    assert workers, "no worker node types"
+    for name, spec in workers.items():
+        itype = spec["node_config"].get("InstanceType", "")
+        declared = spec.get("resources", {})
+        assert declared.get("GPU", 0) > 0 or GPU_FAMILY.match(itype), \
+            f"worker type {name} ({itype}) has no GPU: declare resources GPU > 0 on a GPU instance"
+        if itype in INSTANCE_TYPES:
+            cpus, gpus = INSTANCE_TYPES[itype]
+            assert gpus > 0, f"worker type {name}: {itype} has no GPU"
+            if "GPU" in declared:
+                assert declared["GPU"] == gpus, f"{name}: {itype} has {gpus} GPUs, resources say {declared['GPU']}"
+            if "CPU" in declared:
+                assert declared["CPU"] == cpus, f"{name}: {itype} has {cpus} vCPUs, resources say {declared['CPU']}"
+
+
+def check_worker_counts(cfg):
+    cap = cfg.get("max_workers")
+    assert isinstance(cap, int) and cap > 0, "set a global max_workers > 0"
+    for name, spec in worker_types(cfg).items():
+        lo, hi = spec.get("min_workers", 0), spec.get("max_workers", cap)
+        assert 0 <= lo <= hi, f"{name}: min_workers {lo} > max_workers {hi}"
+        assert hi <= cap, f"{name}: max_workers {hi} above the global max_workers {cap}"
+    total_min = sum(spec.get("min_workers", 0) for spec in node_types(cfg).values())
+    assert total_min <= cap, f"the min_workers add up to {total_min}, above max_workers {cap}"
+
+
+def check_project_installed(cfg):
+    mounts = cfg.get("file_mounts") or {}
+    assert PROJECT_MOUNT in mounts, f"file_mounts must sync the project to {PROJECT_MOUNT}"
+    local = Path(mounts[PROJECT_MOUNT]).expanduser()
+    assert (ROOT / local).resolve() == ROOT, \
+        f"file_mounts[{PROJECT_MOUNT!r}] = {mounts[PROJECT_MOUNT]!r} is not the folder holding cluster.yaml"
+    install = re.compile(r"\bpip install\b[^;&|]*\s-e\s+" + re.escape(PROJECT_MOUNT) + r"(/|\s|$)")
+    for role, cmds in (("head", head_commands(cfg)), ("worker", worker_commands(cfg))):
+        assert any(install.search(c) for c in cmds), f"{role} setup never runs `pip install -e {PROJECT_MOUNT}`"
+
+
+def check_ray_version_pinned(cfg):
+    import ray
+    pins = [m.group(1) for c in commands(cfg, "setup_commands")
+            for m in re.finditer(r"\bray(?:\[[^\]]*\])?==([\w.]+)", c)]
+    assert pins, "setup_commands must install an exact Ray version (ray[...]==X.Y.Z)"
+    assert set(pins) == {ray.__version__}, \
+        f"the cluster installs Ray {pins}, this checkout uses {ray.__version__}: they must match"
+    assert any("default" in c for c in commands(cfg, "setup_commands") if "ray[" in c), \
+        "install ray[default]: the dashboard and the job server need it"
+
+
+def check_data_staged(cfg):
+    stage = re.compile(r"python -m orchestrator data --data-dir[= ](\S+)")
+    dirs = [m.group(1) for c in head_commands(cfg) for m in [stage.search(c)] if m]
+    assert dirs, "the head never stages CIFAR-10 (python -m orchestrator data --data-dir DIR)"
+    exported = [m.group(1) for c in commands(cfg, "setup_commands")
+                for m in re.finditer(r"export ORCHESTRATOR_DATA=([^'\"\s]+)", c)]
+    assert exported, "setup_commands must export ORCHESTRATOR_DATA for the sweep driver"
+    norm = {d.replace("$HOME", "~").rstrip("/") for d in dirs + exported}
+    assert len(norm) == 1, f"CIFAR-10 staged in {dirs} but ORCHESTRATOR_DATA is {exported}"
+
+
+def check_token_auth(cfg):
+    text = yaml.safe_dump(cfg)
+    assert "RAY_AUTH_MODE=disabled" not in text, "token auth is switched off somewhere"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg.get(key) or [] if re.search(r"\bray start\b", c)]
+        assert starts, f"{key} never runs `ray start`"
+        for c in starts:
+            assert re.search(r"RAY_AUTH_MODE=token\b[^;&|]*\bray start\b", c), \
+                f"{key}: `ray start` without RAY_AUTH_MODE=token: {c!r}"
+    head = cfg["head_start_ray_commands"]
+    first_start = next(i for i, c in enumerate(head) if re.search(r"\bray start\b", c))
+    made = any("get-auth-token --generate" in c for c in head[:first_start] + head_commands(cfg))
+    assert made, "the head must create its token (ray get-auth-token --generate) before `ray start`"
+    synced = TOKEN_FILE in (cfg.get("cluster_synced_files") or []) or TOKEN_FILE in (cfg.get("file_mounts") or {})
+    assert synced, f"workers need the head's token: list {TOKEN_FILE} in cluster_synced_files"
+    assert any("export RAY_AUTH_MODE=token" in c for c in commands(cfg, "setup_commands")), \
+        "export RAY_AUTH_MODE=token in the nodes' ~/.bashrc, for ray status / drivers / jobs there"
+
+
+def check_dashboard_local(cfg):
+    starts = commands(cfg, "head_start_ray_commands", "worker_start_ray_commands")
+    for c in starts:
+        for host in re.findall(r"--dashboard-host[= ](\S+)", c):
+            assert host.strip("'\"") in LOCALHOST, f"dashboard bound to {host}, not localhost"
+        assert "0.0.0.0" not in c, f"a start command binds 0.0.0.0: {c!r}"
+    perms = (cfg["provider"].get("security_group") or {}).get("IpPermissions") or []
+    for p in perms:
+        ports = set(range(p.get("FromPort", 0), p.get("ToPort", 65535) + 1))
+        world = any(r.get("CidrIp") == "0.0.0.0/0" for r in p.get("IpRanges", []))
+        assert not (world and ports & PUBLIC_PORTS), f"security group opens {sorted(ports & PUBLIC_PORTS)} to the world"
+
+
+def check_shell_syntax(cfg):
+    bash = shutil.which("bash")
+    if bash is None:
+        return
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands",
+            "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    for c in commands(cfg, *keys):
+        r = subprocess.run([bash, "-n", "-c", c], capture_output=True, text=True)
+        assert r.returncode == 0, f"not valid shell: {c!r}: {r.stderr.strip()}"
+
+
+INVARIANTS = [check_head_node_type, check_cpu_head, check_gpu_workers, check_worker_counts,
+              check_project_installed, check_ray_version_pinned, check_data_staged,
+              check_token_auth, check_dashboard_local, check_shell_syntax]
+
+
+def problems(cfg: dict) -> list[str]:
+    """Everything wrong with a config: schema, Ray's own checks, the invariants."""
+    found = []
+    try:
+        jsonschema.validate(cfg, ray_schema())
+    except jsonschema.ValidationError as e:
+        found.append(f"schema: {e.message}")
+    try:
+        ray_prepare_and_validate(cfg)
+    except Exception as e:  # Ray raises ValidationError, ValueError, KeyError, AssertionError
+        found.append(f"ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    for check in INVARIANTS:
+        try:
+            check(cfg)
+        except (AssertionError, KeyError, TypeError, StopIteration) as e:
+            found.append(f"{check.__name__}: {type(e).__name__}: {e}")
+    return found
+
+
+# ------------------------------------------------------------------------------ tests
+
+def test_schema_is_ray_2_60s_own(config):
+    schema = ray_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(config, schema)
+
+
+def test_ray_up_offline_checks_pass(config):
+    prepared = ray_prepare_and_validate(config)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    # Ray's defaults are filled in, and ours win over them.
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["auth"]["ssh_user"] == "ubuntu"
+    for name, spec in prepared["available_node_types"].items():
+        assert spec["min_workers"] <= spec["max_workers"], name
+    assert prepared["head_setup_commands"][: len(config["setup_commands"])] == config["setup_commands"]
+
+
+def test_aws_provider_settings(config):
+    provider = config["provider"]
+    assert provider["type"] == "aws"
+    assert provider.get("region"), "set provider.region"
+    zones = [z.strip() for z in provider.get("availability_zone", "").split(",") if z.strip()]
+    assert zones and all(z.startswith(provider["region"]) for z in zones), \
+        f"availability zones {zones} are not in region {provider['region']}"
+    assert config["auth"]["ssh_user"] == "ubuntu"
+    for name, spec in node_types(config).items():
+        assert spec["node_config"].get("InstanceType"), f"{name}: no InstanceType"
+        assert spec["node_config"].get("ImageId"), f"{name}: no ImageId (Ray's default AMI is too old)"
+
+
+def test_file_mount_sources_exist(config):
+    # `ray up` asserts that every local side exists; relative ones are relative to where it runs.
+    for remote, local in (config.get("file_mounts") or {}).items():
+        assert (ROOT / Path(local).expanduser()).exists(), f"file_mounts[{remote!r}]: {local} missing"
+
+
+def test_cluster_ray_matches_pyproject(config):
+    """The Ray that setup_commands pin is the one pyproject.toml pins (pip keeps it then)."""
+    import tomllib
+    pyproject = ROOT / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("no pyproject.toml")
+    deps = tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", [])
+    project_pins = {m.group(1) for d in deps for m in [re.match(r"ray(?:\[[^\]]*\])?\s*==\s*([\w.]+)", d)] if m}
+    cluster_pins = {m.group(1) for c in config["setup_commands"]
+                    for m in re.finditer(r"\bray(?:\[[^\]]*\])?==([\w.]+)", c)}
+    if project_pins:
+        assert cluster_pins == project_pins, f"cluster installs Ray {cluster_pins}, pyproject pins {project_pins}"
+
+
+def test_cli_offers_what_the_config_runs():
+    # Parsed, not imported (importing the CLI pulls in torch: too slow here).
+    strings = set()
+    for path in (ROOT / "orchestrator").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("add_parser", "add_argument"):
+                strings |= {a.value for a in node.args if isinstance(a, ast.Constant)}
+    assert {"data", "--data-dir", "--address", "--storage", "--resume"} <= strings
+
+
+@pytest.mark.parametrize("check", INVARIANTS, ids=lambda f: f.__name__.removeprefix("check_"))
+def test_invariant(config, check):
+    check(config)
+
+
+def test_no_problems(config):
+    assert problems(config) == []
+
+
+def _set(path, value):
+    def mutate(cfg):
+        *keys, last = path
+        node = cfg
+        for k in keys:
+            node = node[k]
+        node[last] = value
+    return mutate
+
+
+def _drop(path):
+    def mutate(cfg):
+        *keys, last = path
+        node = cfg
+        for k in keys:
+            node = node[k]
+        del node[last]
+    return mutate
+
+
+def _edit_commands(key, old, new):
+    def mutate(cfg):
+        cfg[key] = [c.replace(old, new) for c in cfg[key]]
+    return mutate
+
+
+def _first_worker(cfg):
+    return next(iter(worker_types(cfg)))
+
+
+BROKEN = {
+    "head_node_type not a node type": (_set(["head_node_type"], "no-such-type"), "head_node_type"),
+    "unknown top-level key": (_set(["head_node"], {"InstanceType": "m5.large"}), "schema"),
+    "typo in a node type field": (
+        lambda c: c["available_node_types"][_first_worker(c)].update(min_worker=1), "schema"),
+    "fractional resource": (
+        lambda c: c["available_node_types"][_first_worker(c)]["resources"].update(GPU=0.5), "schema"),
+    "min_workers above max_workers": (
+        lambda c: c["available_node_types"][_first_worker(c)].update(min_workers=99, max_workers=1),
+        "min_workers"),
+    "min_workers add up past max_workers": (
+        lambda c: [s.update(min_workers=c["max_workers"]) for s in worker_types(c).values()],
+        "max_workers"),
+    "GPU worker declares no GPU on a CPU instance": (
+        lambda c: c["available_node_types"][_first_worker(c)].update(
+            resources={"CPU": 8}, node_config={"InstanceType": "m5.2xlarge", "ImageId": "ami-x"}),
+        "has no GPU"),
+    "resources disagree with the instance": (
+        lambda c: c["available_node_types"][_first_worker(c)]["resources"].update(GPU=8), "GPUs"),
+    "GPU head": (lambda c: c["available_node_types"][c["head_node_type"]]["node_config"].update(
+        InstanceType="g5.xlarge"), "GPU type"),
+    "project not installed": (_edit_commands("setup_commands", "-e ~/sweeps", "ray"), "pip install -e"),
+    "project mount elsewhere": (_set(["file_mounts"], {"~/sweeps": "/tmp"}), "folder holding"),
+    "Ray version differs": (_edit_commands("setup_commands", "==2.", "==1."), "Ray"),
+    "no CIFAR-10 staging": (_set(["head_setup_commands"], []), "stages CIFAR-10"),
+    "head starts without token auth": (
+        _edit_commands("head_start_ray_commands", "RAY_AUTH_MODE=token ", ""), "RAY_AUTH_MODE"),
+    "worker starts without token auth": (
+        _edit_commands("worker_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
+        "token auth"),
+    "head never makes a token": (
+        _edit_commands("head_start_ray_commands", "get-auth-token --generate", "--version"), "token"),
+    "token not synced to workers": (_set(["cluster_synced_files"], []), "cluster_synced_files"),
+    "dashboard on all interfaces": (
+        _edit_commands("head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0"),
+        "dashboard"),
+    "dashboard port open to the world": (
+        _set(["provider", "security_group"], {"GroupName": "g", "IpPermissions": [
+            {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}),
+        "security group"),
+    "broken shell": (lambda c: c["setup_commands"].append("if true; then echo"), "not valid shell"),
+    "no provider": (_drop(["provider"]), "provider"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_copy_is_rejected(config, name):
+    mutate, expected = BROKEN[name]
+    broken = copy.deepcopy(config)
+    mutate(broken)
+    found = problems(broken)
+    assert found, f"{name}: accepted"
+    assert any(expected in p for p in found), f"{name}: rejected, but not for {expected!r}: {found}"
+
+
+def test_ray_rejects_the_classic_mistakes(config):
+    """Ray's own validator, not just ours, refuses these (what `ray up` would say)."""
+    bad_head = copy.deepcopy(config)
+    bad_head["head_node_type"] = "no-such-type"
+    with pytest.raises(ValueError, match="head_node_type"):
+        ray_prepare_and_validate(bad_head)
+    extra_key = copy.deepcopy(config)
+    extra_key["dashboard_host"] = "0.0.0.0"
+    with pytest.raises(jsonschema.ValidationError):
+        ray_prepare_and_validate(extra_key)
