@@ -10,7 +10,7 @@ FIRST = {"mlp_1": (32, 1024), "mlp_2": (32, 1024), "cnn_3": (16, 1, 3, 3),
          "cnn_4": (16, 1, 3, 3), "cnn_5": (8, 1, 3, 3)}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", PARAMS)
 def test_parameter_count_and_output_shape(arch):
     model = build_model(arch)
     assert count_parameters(model) == PARAMS[arch]
@@ -33,3 +33,33 @@ def test_bad_spec_is_rejected():
         build_from_spec(("Conv-3x3",))
     with pytest.raises(ValueError, match="empty feature map"):
         build_from_spec(("Conv-33x33x4",))
+
+
+def test_later_studies_presets():
+    # Reference counts: the CIFAR ResNet-18 and VGG-11-with-BN of kuangliu/pytorch-cifar.
+    assert count_parameters(build_model("resnet18", in_shape=(3, 32, 32))) == 11_173_962
+    assert count_parameters(build_model("vgg_a_bn", in_shape=(3, 32, 32))) == 9_231_114
+    bn, plain = build_model("vgg_a_bn"), build_model("vgg_a")
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 8
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert build_model("resnet18", in_shape=(3, 32, 32)).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_width_scales_hidden_layers_but_not_the_prediction():
+    half = build_model("cnn_3", width=0.5)
+    convs = [m.out_channels for m in half.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [8, 4, 8] and half[-1].out_features == 10
+    assert build_model("mlp_1", width=2)[1].out_features == 64
+
+
+def test_spec_override_is_data():
+    from workloads.config import ConfigError, ModelConfig
+    cfg = ModelConfig(arch="cnn_3",
+                      spec="Conv-5x5x32-p2, BN, ReLU, AvgPool-2x2, Dropout-0.25, GAP")
+    model = cfg.build((3, 32, 32))
+    kinds = [type(m).__name__ for m in model]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Dropout", "AdaptiveAvgPool2d",
+                     "Flatten", "Linear"]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="unknown layer token 'Conv-5x5'"):
+        ModelConfig(spec="Conv-5x5, ReLU")

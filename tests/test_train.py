@@ -66,3 +66,17 @@ def test_lr_schedule_and_grad_norm(tiny_data):
 def test_mse_loss_trains(tiny_data):
     out = train(tiny(arch="mlp_1", loss="mse"), tiny_data, CPU)
     assert out.records[-1][M.LOSS] < 0.2  # MSE against one-hot targets, not cross-entropy's ~2.3
+
+
+def test_cosine_adamw_and_augmentation_resume_exactly(tiny_data):
+    cfg = tiny(arch="cnn_3", optimizer="adamw", scheduler="cosine", epochs=2, checkpoint_every=1,
+               augment="flip,crop")
+    states = []
+    full = train(cfg, tiny_data, CPU, report=lambda m, s: states.append(s))
+    lrs = [r[M.LR] for r in full.records]  # cosine over 20 steps, set before each step
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * (s - 1) / 20)) for s in (5, 10, 15, 20)]
+    np.testing.assert_allclose(lrs, expected)
+    resumed = train(cfg, tiny_data, CPU, resume=states[1])
+    assert resumed.records == full.records and resumed.test_acc == full.test_acc
+    plain = train(tiny(arch="cnn_3", optimizer="adamw", scheduler="cosine", epochs=2), tiny_data, CPU)
+    assert plain.records != full.records  # the augmentation did something

@@ -27,6 +27,11 @@ class DataConfig:
     val_subset: int = 0               # 0 = whole validation split
     test_subset: int = 0              # 0 = all 10,000 test images
     train_eval_size: int = 5000       # fixed training sample scored at each record
+    augment: str = ""                 # comma-separated, from workloads.augment.AUGMENTATIONS
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (1 if self.grayscale else 3, 32, 32)
 
     def __post_init__(self):
         _check(self.dataset == "cifar10", f"dataset={self.dataset!r}: only 'cifar10' is known")
@@ -34,30 +39,53 @@ class DataConfig:
         for name in ("train_subset", "val_subset", "test_subset"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = all)")
         _check(self.train_eval_size >= 1, "train_eval_size must be >= 1")
+        from workloads.augment import AUGMENTATIONS
+        unknown = set(self.augmentations) - set(AUGMENTATIONS)
+        _check(not unknown, f"augment: unknown {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.augment.split(",") if a.strip())
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "cnn_3"
     activation: str = "relu"          # replaces every ReLU of the spec
+    width: float = 1.0                # scales conv/residual/hidden widths (not the prediction layer)
+    spec: str = ""                    # a layer spec used instead of the preset; `arch` then only labels it
 
     def __post_init__(self):
-        from workloads.models import ACTIVATIONS, ARCHS
-        _check(self.arch in ARCHS, f"arch={self.arch!r}: choose from {', '.join(ARCHS)}")
+        from workloads.models import ACTIVATIONS, ARCHS, parse_spec
+        _check(self.arch in ARCHS or bool(self.spec), f"arch={self.arch!r}: choose from {', '.join(ARCHS)}")
         _check(self.activation in ACTIVATIONS,
                f"activation={self.activation!r}: choose from {', '.join(ACTIVATIONS)}")
+        _check(self.width > 0, "width must be > 0")
+        try:
+            parse_spec(self.spec)
+        except ValueError as e:
+            raise ConfigError(f"spec: {e}") from None
+
+    def build(self, in_shape=(1, 32, 32)):
+        from workloads.models import build_model
+        return build_model(self.arch, self.activation, in_shape, self.width, self.spec)
+
+
+OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     optimizer: str = "adam"
     lr: float = 0.0                   # 0 = the optimizer's default (Adam 1e-3)
-    momentum: float = 0.0             # SGD only
+    momentum: float = 0.0             # SGD and RMSprop
+    nesterov: bool = False            # SGD only
     weight_decay: float = 0.0
     batch_size: int = 50
     epochs: int = 15
     # ((epoch, lr), ...): from the start of that epoch on, train with that rate.
     lr_schedule: tuple = ()
+    scheduler: str = "constant"       # or "cosine": anneal per step to 0 over the run (after lr_schedule)
     loss: str = "cross_entropy"
     seed: int = 0
     record_every: int = 10            # steps between record points
@@ -66,8 +94,11 @@ class TrainConfig:
     checkpoint_every: int = 20        # record points between checkpoints
 
     def __post_init__(self):
-        _check(self.optimizer in ("adam", "sgd"), f"optimizer={self.optimizer!r}: choose adam or sgd")
+        _check(self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
         _check(self.optimizer != "sgd" or self.lr > 0, "sgd needs lr > 0")
+        _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+               "nesterov needs optimizer=sgd and momentum > 0")
+        _check(self.scheduler in ("constant", "cosine"), f"scheduler={self.scheduler!r}: choose constant or cosine")
         _check(self.lr >= 0, "lr must be >= 0 (0 = optimizer default)")
         _check(0 <= self.momentum < 1, "momentum must be in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")

@@ -2,14 +2,20 @@
 named presets in one registry.
 
     build_model("cnn_3", activation="sigmoid", in_shape=(1, 32, 32))
+    build_model("vgg_a_bn", width=0.5, in_shape=(3, 32, 32))
+    build_from_spec(parse_spec("Conv-5x5x32-p2,ReLU,MaxPool-2x2,Dropout-0.25,FC-10"))
 
-Notation (stride-1 valid convolutions; pools use stride = size):
-    FC-32           Linear to 32 units (flattens first if needed)
-    FC-64-nobias    Linear without bias
-    Conv-3x3x16     3x3 convolution to 16 channels
-    MaxPool-2x2     2x2 max-pool, stride 2
-    ReLU            "the activation": replaced by the `activation` parameter
-The prediction layer FC-10 is appended to every preset.
+Notation (convolutions default to stride 1 and valid padding; pools use stride = size):
+    FC-32 / FC-64-nobias      Linear (flattens first if needed), optionally without bias
+    Conv-3x3x16[-p1][-s2]     convolution to 16 channels, padding 1, stride 2
+    MaxPool-2x2 / AvgPool-2x2 pooling, stride 2
+    GAP                       global average pool to (C,)
+    BN                        batch normalisation (2d or 1d, from the shape)
+    Dropout-0.5               dropout with p = 0.5
+    Res-128[-s2]              ResNet basic block (two 3x3 convs with BN, shortcut)
+    ReLU                      "the activation": replaced by the `activation` parameter
+Widths (Conv, Res and hidden FC) scale with `width`; the prediction layer FC-10
+is appended to every preset and never scaled.
 """
 from __future__ import annotations
 
@@ -19,7 +25,18 @@ import re
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+               "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
+
+
+def _vgg(layout, bn: bool) -> tuple[str, ...]:
+    tokens = []
+    for item in layout:
+        tokens += ["MaxPool-2x2"] if item == "M" else [f"Conv-3x3x{item}-p1", *(["BN"] if bn else []), "ReLU"]
+    return tuple(tokens)
+
+
+_VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")  # VGG-11, "A"
 
 ARCHS: dict[str, tuple[str, ...]] = {
     "mlp_1": ("FC-32", "ReLU"),
@@ -31,48 +48,114 @@ ARCHS: dict[str, tuple[str, ...]] = {
     "cnn_5": ("Conv-3x3x8", "ReLU", "Conv-3x3x16", "ReLU", "Conv-3x3x8", "ReLU",
               "Conv-3x3x16", "ReLU", "MaxPool-2x2", "Conv-3x3x16", "ReLU",
               "Conv-3x3x8", "ReLU", "MaxPool-2x2"),
+    # CIFAR-style ResNet-18: 3x3 stem, no stem pooling.
+    "resnet18": ("Conv-3x3x64-p1-nobias", "BN", "ReLU", "Res-64", "Res-64", "Res-128-s2", "Res-128",
+                 "Res-256-s2", "Res-256", "Res-512-s2", "Res-512", "GAP"),
+    "vgg_a": _vgg(_VGG_A, bn=False),
+    "vgg_a_bn": _vgg(_VGG_A, bn=True),
 }
 PREDICTION = "FC-10"
 
-_FC = re.compile(r"FC-(\d+)(-nobias)?$")
-_CONV = re.compile(r"Conv-(\d+)x(\d+)x(\d+)$")
-_POOL = re.compile(r"MaxPool-(\d+)x(\d+)$")
+_TOKENS = {
+    "fc": re.compile(r"FC-(\d+)(-nobias)?"),
+    "conv": re.compile(r"Conv-(\d+)x(\d+)x(\d+)(?:-p(\d+))?(?:-s(\d+))?(-nobias)?"),
+    "pool": re.compile(r"(Max|Avg)Pool-(\d+)x(\d+)"),
+    "res": re.compile(r"Res-(\d+)(?:-s(\d+))?"),
+    "dropout": re.compile(r"Dropout-(0(?:\.\d+)?|1(?:\.0*)?)"),
+    "gap": re.compile(r"GAP"),
+    "bn": re.compile(r"BN"),
+    "act": re.compile(r"ReLU"),
+}
+
+
+def parse_spec(text: str) -> tuple[str, ...]:
+    """'Conv-3x3x16, ReLU, FC-10' -> ('Conv-3x3x16', 'ReLU', 'FC-10'), every token checked."""
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    for t in tokens:
+        if not any(p.fullmatch(t) for p in _TOKENS.values()):
+            raise ValueError(f"unknown layer token {t!r}")
+    return tokens
 
 
 def spec_of(arch: str) -> tuple[str, ...]:
     return ARCHS[arch] + (PREDICTION,)
 
 
-def build_from_spec(spec, activation: str = "relu", in_shape=(1, 32, 32)) -> nn.Sequential:
+class BasicBlock(nn.Module):
+    """ResNet's basic block: conv-BN-act-conv-BN plus a (projected) shortcut, then act."""
+
+    def __init__(self, cin: int, cout: int, stride: int, activation: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = ACTIVATIONS[activation]()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.act2 = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+def build_from_spec(spec, activation: str = "relu", in_shape=(1, 32, 32), width: float = 1.0) -> nn.Sequential:
     """One module per token; shapes are tracked so FC layers know their fan-in."""
     layers: list[nn.Module] = []
     shape = tuple(in_shape)  # (C, H, W) or (F,)
-    for token in spec:
-        if m := _FC.fullmatch(token):
+    last = len(spec) - 1
+
+    def scaled(n: int, i: int) -> int:
+        return n if i == last else max(1, round(n * width))
+
+    for i, token in enumerate(spec):
+        if m := _TOKENS["fc"].fullmatch(token):
             if len(shape) > 1:
                 layers.append(nn.Flatten())
                 shape = (math.prod(shape),)
-            layers.append(nn.Linear(shape[0], int(m[1]), bias=m[2] is None))
-            shape = (int(m[1]),)
-        elif m := _CONV.fullmatch(token):
-            kh, kw, out = int(m[1]), int(m[2]), int(m[3])
-            layers.append(nn.Conv2d(shape[0], out, (kh, kw)))
-            shape = (out, shape[1] - kh + 1, shape[2] - kw + 1)
-        elif m := _POOL.fullmatch(token):
-            kh, kw = int(m[1]), int(m[2])
-            layers.append(nn.MaxPool2d((kh, kw)))
+            out = scaled(int(m[1]), i)
+            layers.append(nn.Linear(shape[0], out, bias=m[2] is None))
+            shape = (out,)
+        elif m := _TOKENS["conv"].fullmatch(token):
+            kh, kw, out = int(m[1]), int(m[2]), scaled(int(m[3]), i)
+            pad, stride = int(m[4] or 0), int(m[5] or 1)
+            layers.append(nn.Conv2d(shape[0], out, (kh, kw), stride, pad, bias=m[6] is None))
+            shape = (out, (shape[1] + 2 * pad - kh) // stride + 1, (shape[2] + 2 * pad - kw) // stride + 1)
+        elif m := _TOKENS["pool"].fullmatch(token):
+            kh, kw = int(m[2]), int(m[3])
+            layers.append((nn.MaxPool2d if m[1] == "Max" else nn.AvgPool2d)((kh, kw)))
             shape = (shape[0], shape[1] // kh, shape[2] // kw)
-        elif token == "ReLU":
+        elif m := _TOKENS["res"].fullmatch(token):
+            out, stride = scaled(int(m[1]), i), int(m[2] or 1)
+            layers.append(BasicBlock(shape[0], out, stride, activation))
+            shape = (out, (shape[1] - 1) // stride + 1, (shape[2] - 1) // stride + 1)
+        elif _TOKENS["gap"].fullmatch(token):
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            shape = (shape[0],)
+        elif _TOKENS["bn"].fullmatch(token):
+            layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+        elif m := _TOKENS["dropout"].fullmatch(token):
+            layers.append(nn.Dropout(float(m[1])))
+        elif _TOKENS["act"].fullmatch(token):
             layers.append(ACTIVATIONS[activation]())
         else:
             raise ValueError(f"unknown layer token {token!r}")
         if min(shape) < 1:
-            raise ValueError(f"spec {spec}: {token} leaves an empty feature map")
+            raise ValueError(f"spec {','.join(spec)}: {token} leaves an empty feature map")
     return nn.Sequential(*layers)
 
 
-def build_model(arch: str, activation: str = "relu", in_shape=(1, 32, 32)) -> nn.Sequential:
-    return build_from_spec(spec_of(arch), activation, in_shape)
+def build_model(arch: str, activation: str = "relu", in_shape=(1, 32, 32), width: float = 1.0,
+                spec: str = "") -> nn.Sequential:
+    """A preset by name, or `spec` (the body, without the prediction layer) when given."""
+    tokens = parse_spec(spec) + (PREDICTION,) if spec else spec_of(arch)
+    return build_from_spec(tokens, activation, in_shape, width)
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def first_layer(model: nn.Module) -> nn.Module:

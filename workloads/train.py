@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from workloads import metrics as M
+from workloads.augment import augment_batch
 from workloads.config import TrainConfig, TrialConfig
 from workloads.data import NUM_CLASSES, PreparedData
-from workloads.models import build_model, first_layer
+from workloads.models import first_layer
 
 Report = Callable[[dict, Optional[dict]], None]
 
@@ -70,15 +71,26 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return lr
 
 
+def cosine_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    if cfg.scheduler != "cosine":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 def default_lr(optimizer: str) -> float:
-    return {"adam": 1e-3}.get(optimizer, 0.0)
+    return {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2}.get(optimizer, 0.0)
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     lr = lr_at(cfg, 0)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
 
 
 def loss_fn(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -103,11 +115,14 @@ def train(cfg: TrialConfig, data: PreparedData | DeviceData, device: torch.devic
     tc = cfg.train
     d = data if isinstance(data, DeviceData) else DeviceData.from_prepared(data, device)
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model.arch, cfg.model.activation, tuple(d.train_x.shape[1:])).to(device)
+    model = cfg.model.build(tuple(d.train_x.shape[1:])).to(device)
     optimizer = make_optimizer(tc, model.parameters())
     order = torch.Generator().manual_seed(tc.seed)  # data order, independent of the device
+    augment = cfg.data.augmentations
+    jitter = torch.Generator().manual_seed(tc.seed + 1_000_003)  # augmentation draws, apart from the order
     n = len(d.train_x)
     steps_per_epoch = math.ceil(n / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
     step, epoch, batch, records = 0, 0, 0, []
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
@@ -116,6 +131,7 @@ def train(cfg: TrialConfig, data: PreparedData | DeviceData, device: torch.devic
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         order.set_state(resume["order"])
+        jitter.set_state(resume["jitter"])
         torch.set_rng_state(resume["torch_rng"])
         step, epoch, batch, perm = resume["step"], resume["epoch"], resume["batch"], resume["perm"]
         loss_sum += resume["loss_sum"]
@@ -127,7 +143,7 @@ def train(cfg: TrialConfig, data: PreparedData | DeviceData, device: torch.devic
         # Copies, so that a caller holding the dict keeps this point of the run.
         return {"model": copy.deepcopy(model.state_dict()),
                 "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "order": order.get_state(), "torch_rng": torch.get_rng_state(),
+                "order": order.get_state(), "jitter": jitter.get_state(), "torch_rng": torch.get_rng_state(),
                 "step": step, "epoch": epoch, "batch": batch, "perm": perm,
                 "loss_sum": loss_sum.item(), "loss_count": loss_count, "records": list(records)}
 
@@ -135,11 +151,14 @@ def train(cfg: TrialConfig, data: PreparedData | DeviceData, device: torch.devic
     while epoch < tc.epochs:
         if perm is None or batch == 0:
             perm = torch.randperm(n, generator=order).to(device)  # reshuffled every epoch
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(tc, epoch)
         while batch < steps_per_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(tc, epoch) * cosine_factor(tc, step, total_steps)
             idx = perm[batch * tc.batch_size:(batch + 1) * tc.batch_size]
-            loss = loss_fn(tc.loss, model(d.train_x[idx]), d.train_y[idx])
+            x = d.train_x[idx]
+            if augment:
+                x = augment_batch(x, augment, jitter)
+            loss = loss_fn(tc.loss, model(x), d.train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
