@@ -91,3 +91,46 @@ def plot_first_layer(weights: np.ndarray, title: str, path: Path) -> None:
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)
+
+
+def plot_schedules(runs: dict, detections: list, switches: list, path: Path, title: str = "") -> None:
+    """Runs against epochs: validation accuracy (with where the plateau rule
+    found each curve's last improvement), training loss and learning rate.
+
+    runs: {label: GroupAggregate whose means include M.EPOCH, M.VAL_ACC, M.LOSS, M.LR}
+    detections: [(label of the run it was found on, Plateau)]: smoothed curve dashed,
+        a dot at the last improvement
+    switches: [(epoch, text)]: vertical lines at the chosen switch epochs
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = {}
+    for label, a in runs.items():
+        epochs = a.mean[M.EPOCH]
+        colors[label] = band(axes[0], epochs, a.mean[M.VAL_ACC], a.std[M.VAL_ACC],
+                             f"{label} (n={a.n})", alpha=0.8).get_color()
+        band(axes[1], epochs, a.mean[M.LOSS], a.std[M.LOSS], label, color=colors[label], alpha=0.8)
+        axes[2].plot(epochs, a.mean[M.LR], color=colors[label], label=label, lw=1.5)
+    for label, p in detections:
+        color = colors.get(label, "black")
+        axes[0].plot(p.epochs, p.smoothed, ls="--", lw=1.5, color=color)
+        axes[0].plot([p.last_improvement], [p.best], "o", ms=7, mfc="white", mec=color, mew=2,
+                     label=f"{label}: last rise at {p.last_improvement:.2f} -> switch {p.switch_epoch}"
+                           + (" (clamped)" if p.clamped else "" if p.stalled else " (no stall)"))
+    for ax in axes:
+        for i, (epoch, text) in enumerate(switches):  # staggered: switches may be an epoch apart
+            ax.axvline(epoch, color="grey", ls=":", lw=1)
+            ax.annotate(text, (epoch, 1), xycoords=("data", "axes fraction"), xytext=(2, -10 - 9 * i),
+                        textcoords="offset points", fontsize=7, color="grey")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("validation accuracy (dashed: smoothed, as the plateau rule sees it)")
+    axes[0].legend(fontsize=6.5, loc="lower right")
+    axes[1].set_title(TITLES[M.LOSS])
+    axes[2].set_title("learning rate")
+    axes[2].set_yscale("log")
+    axes[2].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)

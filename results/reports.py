@@ -6,13 +6,17 @@ name to its RunRecords.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from results.aggregate import aggregate_groups, curves_table, summary_table
-from results.io import save_torch, write_csv, write_pickle
-from results.plots import plot_comparison, plot_first_layer
+from results.io import save_torch, write_csv, write_json, write_pickle
+from results.plots import plot_comparison, plot_first_layer, plot_schedules
 from workloads import metrics as M
 from workloads.models import build_model, count_parameters
+from workloads.train import default_lr
 
 
 def part3_report(results: dict, out: Path, study) -> dict:
@@ -38,3 +42,120 @@ def part3_report(results: dict, out: Path, study) -> dict:
     plot_comparison(aggs, [M.LOSS, M.TRAIN_ACC, M.VAL_ACC], out / "compare.png",
                     title=f"{study.name}: mean +- std over repeats")
     return {"summary": table}
+
+
+def part4_report(results: dict, out: Path, study) -> dict:
+    """Per architecture: part4_<arch>.pkl and part4_<arch>.png (ReLU and sigmoid
+    side by side); summary.csv and curves.csv (means with std and n) for all groups."""
+    aggs = aggregate_groups(results["train"])
+    pairs: dict[str, dict] = {}   # arch -> {activation: GroupAggregate}
+    extra = {}
+    for name, a in aggs.items():
+        cfg = a.runs[0].config
+        pairs.setdefault(cfg["arch"], {})[cfg["activation"]] = a
+        extra[name] = {"arch": cfg["arch"], "activation": cfg["activation"],
+                       "final_loss": float(a.mean[M.LOSS][-1]),
+                       "grad_norm_first": float(a.mean[M.GRAD_NORM][0]),
+                       "grad_norm_last": float(a.mean[M.GRAD_NORM][-1]),
+                       "grad_norm_median": float(np.median(a.mean[M.GRAD_NORM]))}
+    for arch, by_act in pairs.items():
+        def curve(activation, metric):
+            a = by_act.get(activation)
+            return a.mean[metric].tolist() if a is not None else None
+        write_pickle(out / f"part4_{arch}.pkl", {
+            "name": arch,
+            "relu_loss_curve": curve("relu", M.LOSS),
+            "sigmoid_loss_curve": curve("sigmoid", M.LOSS),
+            "relu_grad_curve": curve("relu", M.GRAD_NORM),
+            "sigmoid_grad_curve": curve("sigmoid", M.GRAD_NORM),
+        })
+        n = max(a.n for a in by_act.values())
+        lr = next(iter(by_act.values())).runs[0].config["lr"]
+        plot_comparison(by_act, [M.LOSS, M.GRAD_NORM], out / f"part4_{arch}.png", test_bars=False,
+                        title=f"{arch}: ReLU vs sigmoid, SGD lr {lr}"
+                              + (f", mean +- std over {n} repeats" if n > 1 else ""))
+    table = summary_table(aggs, extra)
+    write_csv(out / "summary.csv", table)
+    write_csv(out / "curves.csv", curves_table(aggs))
+    return {"summary": table}
+
+
+PART5_METRICS = M.CURVES + (M.EPOCH, M.LR)
+
+
+def lr_tag(lr: float) -> str:
+    """0.1 -> '1', 0.01 -> '01', 0.001 -> '001' (the assignment's key suffixes)."""
+    text = np.format_float_positional(float(lr), trim="-")
+    return text[2:] if text.startswith("0.") else text.replace(".", "_")
+
+
+def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
+    """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates;
+    part5_<arch>_schedules.png with the detected switch points; summary.csv
+    (every group), schedule_vs_adam.csv, switches.json and curves.csv.
+
+    `plateaus` = {"first": Plateau, "second": Plateau}, what the study derived
+    its schedules from (drawn on the plot and written to switches.json)."""
+    rates = aggregate_groups(results["rates"], PART5_METRICS)
+    rates = dict(sorted(rates.items(), key=lambda kv: -float(kv[1].runs[0].config["lr"])))
+    arch = next(iter(rates.values())).runs[0].config["arch"]
+    record = {"name": arch}
+    for key, metric in (("loss_curve", M.LOSS), ("val_acc_curve", M.VAL_ACC)):
+        for a in rates.values():
+            record[f"{key}_{lr_tag(a.runs[0].config['lr'])}"] = a.mean[metric].tolist()
+    write_pickle(out / f"part5_{arch}.pkl", record)
+    labelled = {f"lr={a.runs[0].config['lr']}": a for a in rates.values()}
+    plot_comparison(labelled, [M.LOSS, M.VAL_ACC], out / f"part5_{arch}_rates.png",
+                    title=f"part5 {arch}: SGD at constant rates")
+
+    later = {name: aggregate_groups(results[name], PART5_METRICS)
+             for name in ("one_switch", "two_switches", "adam")}
+    one, two, adam = (next(iter(later[n].values())) for n in ("one_switch", "two_switches", "adam"))
+    (e1, _), (e2, _) = two.runs[0].config["lr_schedule"]
+    high_label = next(iter(labelled))
+    first, second = plateaus["first"], plateaus["second"]
+    plot_schedules({high_label: rates[next(iter(rates))], "one switch": one, "two switches": two,
+                    "adam": adam},
+                   [(high_label, first), ("one switch", second)],
+                   [(e1, f"e1={e1}"), (e2, f"e2={e2}")], out / f"part5_{arch}_schedules.png",
+                   title=f"part5 {arch}: schedules from the plateaus (test acc: two switches "
+                         f"{two.test_mean:.3f}, Adam {adam.test_mean:.3f})")
+
+    everything = {**rates, **later["one_switch"], **later["two_switches"], **later["adam"]}
+    stage_of = {g: s for s, recs in results.items() for g in {r.group for r in recs}}
+    extra = {g: {"stage": stage_of[g], "optimizer": a.runs[0].config["optimizer"],
+                 "lr": rate(a.runs[0].config),
+                 "lr_schedule": describe_schedule(a.runs[0].config), "epochs": a.runs[0].config["epochs"],
+                 "final_val_acc": float(a.mean[M.VAL_ACC][-1])}
+             for g, a in everything.items()}
+    table = summary_table(everything, extra)
+    write_csv(out / "summary.csv", table)
+    compare = table.set_index("group").loc[[two.group, adam.group]].reset_index()
+    compare = compare[["group", "optimizer", "lr_schedule", "epochs", "n", "test_acc_mean",
+                       "test_acc_std", "test_acc_best", "final_val_acc"]]
+    compare["minus_adam"] = compare["test_acc_mean"] - adam.test_mean
+    write_csv(out / "schedule_vs_adam.csv", compare)
+    write_csv(out / "curves.csv", curves_table(everything))
+    write_json(out / "switches.json", {
+        "rule": asdict(first.rule),
+        "e1": int(e1), "e2": int(e2),
+        "first": plateau_summary(first, f"{high_label} validation curve (mean over repeats)"),
+        "second": plateau_summary(second, "one_switch validation curve after e1 (mean over repeats)"),
+    })
+    return {"summary": table, "comparison": compare}
+
+
+def describe_schedule(cfg: dict) -> str:
+    """'0.1 -> 0.01@7 -> 0.001@12' (a rate and the epoch each later one starts at)."""
+    parts = [str(rate(cfg))] + [f"{lr}@{int(e)}" for e, lr in cfg["lr_schedule"]]
+    return " -> ".join(parts)
+
+
+def rate(cfg: dict) -> float:
+    """The rate a run started with (lr 0 is the optimizer's default)."""
+    return cfg["lr"] or default_lr(cfg["optimizer"])
+
+
+def plateau_summary(p, source: str) -> dict:
+    return {"source": source, "switch_epoch": p.switch_epoch, "last_improvement": p.last_improvement,
+            "smoothed_best": p.best, "stalled": p.stalled, "clamped": p.clamped}

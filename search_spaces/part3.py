@@ -5,9 +5,7 @@
 """
 from results.reports import part3_report
 from search_spaces.study import Stage, Study
-from workloads.models import ARCHS
-
-ARCH_NAMES = tuple(ARCHS)
+from workloads.models import ASSIGNMENT_ARCHS as ARCH_NAMES
 
 STUDY = Study(
     name="part3",

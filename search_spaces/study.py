@@ -63,6 +63,9 @@ class Study:
     quick: tuple = ()             # overrides --quick applies before the user's
     report: Callable | None = None  # (StudyResults, out_dir, study) -> None
     user: tuple = ()              # the user's overrides, kept for the record
+    # (study) -> None, raising ConfigError for settings this study cannot run
+    # (e.g. an architecture the assignment excludes); run by with_overrides.
+    check: Callable | None = None
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -100,6 +103,8 @@ class Study:
         for stage in study.stages:
             if not stage.derive:
                 study.stage_trials(stage, {})
+        if study.check is not None:
+            study.check(study)
         return study
 
     def with_quick(self) -> "Study":

@@ -55,6 +55,8 @@ ARCHS: dict[str, tuple[str, ...]] = {
     "vgg_a_bn": _vgg(_VGG_A, bn=True),
 }
 PREDICTION = "FC-10"
+# The five architectures of the assignment's parts 3-5.
+ASSIGNMENT_ARCHS = ("mlp_1", "mlp_2", "cnn_3", "cnn_4", "cnn_5")
 
 _TOKENS = {
     "fc": re.compile(r"FC-(\d+)(-nobias)?"),

@@ -1,0 +1,112 @@
+"""part5: one architecture with SGD at three constant learning rates, then
+learning-rate schedules derived from where the validation accuracy stops rising.
+
+    python -m orchestrator sweep part5                # cnn_4; 3 x 20 epochs, Adam 15, 2 x 30
+    python -m orchestrator sweep part5 arch=cnn_5 repeats=3
+    python -m orchestrator sweep part5 --quick        # every stage, 3 / 4 epochs on subsets
+
+Stages, in order (each a Ray Tune run; the last two computed from earlier results):
+  rates         constant lr 0.1, 0.01 and 0.001, `epochs` (20) each
+  adam          part3's settings (Adam at its default rate, 15 epochs): the comparison
+  one_switch    0.1 until e1, then 0.01 until epoch 30, where e1 is the plateau
+                (results/plateau.py) of the 0.1 run's mean validation curve
+  two_switches  0.1 until e1, 0.01 until e2, 0.001 until epoch 30, where e2 is the
+                plateau of one_switch's mean validation curve after e1
+
+The schedules run SCHEDULE_RATIO x `epochs` (30 for 20), so `epochs=4` (6) makes
+every stage short together; the switch epochs are clamped so that each rate
+gets at least one epoch (1 <= e1 < e2 < 30). The three rates are the lr axis
+sorted from high to low, so `lr=0.2,0.02,0.002` moves the schedules too.
+"""
+from __future__ import annotations
+
+from results.plateau import RULE, Plateau, stage_plateau
+from results.reports import part5_report
+from search_spaces.study import Stage, Study
+from workloads.config import ConfigError
+
+RATES = (0.1, 0.01, 0.001)
+SCHEDULE_RATIO = 1.5          # the assignment's 30 schedule epochs for 20 constant-rate ones
+EXCLUDED_ARCHS = ("mlp_1",)   # the assignment leaves it out of part5
+
+
+def rates_of(records) -> tuple:
+    """The constant-rate stage's learning rates, high to low."""
+    return tuple(sorted({float(r.config["lr"]) for r in records}, reverse=True))
+
+
+def schedule_epochs(records) -> int:
+    return int(SCHEDULE_RATIO * int(records[0].config["epochs"]))
+
+
+def first_plateau(earlier) -> Plateau:
+    """Plateau of the highest constant rate's mean validation curve."""
+    rates = earlier["rates"]
+    high = [r for r in rates if float(r.config["lr"]) == rates_of(rates)[0]]
+    return stage_plateau(high, RULE, lo=1, hi=schedule_epochs(rates) - 2)
+
+
+def second_plateau(earlier) -> Plateau:
+    """Plateau of the one-switch schedule's mean validation curve after its switch."""
+    runs = earlier["one_switch"]
+    e1 = int(runs[0].config["lr_schedule"][0][0])
+    total = int(runs[0].config["epochs"])
+    return stage_plateau(runs, RULE, after=e1, lo=e1 + 1, hi=total - 1)
+
+
+def derive_one_switch(earlier) -> dict:
+    high, mid, _ = rates_of(earlier["rates"])
+    e1 = first_plateau(earlier).switch_epoch
+    return {"lr": high, "lr_schedule": ((e1, mid),), "epochs": schedule_epochs(earlier["rates"])}
+
+
+def derive_two_switches(earlier) -> dict:
+    high, mid, low = rates_of(earlier["rates"])
+    run = earlier["one_switch"][0].config
+    (e1, _), = run["lr_schedule"]   # what one_switch actually ran with
+    e2 = second_plateau(earlier).switch_epoch
+    return {"lr": high, "lr_schedule": ((int(e1), mid), (e2, low)), "epochs": int(run["epochs"])}
+
+
+def plateaus(results) -> dict:
+    return {"first": first_plateau(results), "second": second_plateau(results)}
+
+
+def check(study: Study) -> None:
+    cfg = study.base_config()
+    if cfg.model.arch in EXCLUDED_ARCHS:
+        raise ConfigError(f"part5: arch={cfg.model.arch} is excluded by the assignment; "
+                          f"choose mlp_2, cnn_3, cnn_4 or cnn_5")
+    lrs = dict(study.stages[0].axes)["lr"]
+    if len(set(lrs)) != 3:
+        raise ConfigError(f"part5: lr needs three rates (the schedule goes high -> middle -> low), "
+                          f"got {','.join(map(str, lrs))}")
+    if int(SCHEDULE_RATIO * cfg.train.epochs) < 3:
+        raise ConfigError("part5: epochs must be >= 2 so that each schedule rate gets an epoch")
+
+
+def report(results, out, study):
+    return part5_report(results, out, study, plateaus(results))
+
+
+STUDY = Study(
+    name="part5",
+    description="cnn_4, SGD at 0.1/0.01/0.001 for 20 epochs, then plateau-derived schedules to 30, vs Adam",
+    stages=(
+        Stage("rates", axes=(("lr", RATES),)),
+        # part3's settings; the user's epochs=N shortens it with everything else.
+        Stage("adam", fixed=(("optimizer", "adam"), ("lr", 0.0), ("epochs", 15))),
+        Stage("one_switch", derive=derive_one_switch),
+        Stage("two_switches", derive=derive_two_switches),
+    ),
+    # Plain SGD at constant rates (the assignment's), 20 epochs; batch 50, ReLU,
+    # no weight decay and records every 10 steps are the components' defaults.
+    # lr here only makes the shared config valid: every stage sets its own.
+    base=(("arch", "cnn_4"), ("optimizer", "sgd"), ("lr", RATES[0]), ("momentum", 0.0), ("epochs", 20)),
+    repeats=1,
+    # Every stage in about two minutes on two cores: 3 epochs (schedules 4) on subsets.
+    quick=(("epochs", 3), ("train_subset", 3000), ("val_subset", 500), ("test_subset", 1000),
+           ("train_eval_size", 500), ("record_every", 10)),
+    report=report,
+    check=check,
+)
