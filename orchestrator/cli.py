@@ -4,6 +4,7 @@
     python -m orchestrator plan part3 --quick repeats=3
     python -m orchestrator sweep part3 --quick [--data-dir DIR] [key=value ...]
     python -m orchestrator sweep part3 --resume --out runs/part3/20261123-141500
+    python -m orchestrator sweep part3 --address auto --storage /mnt/shared/runs   # on a cluster
     python -m orchestrator data --data-dir DIR       # download / verify CIFAR-10
 
 Bad input ends in one line on stderr and exit code 2, before any work starts.
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
+import os
+import socket
 import sys
-from dataclasses import replace
+from contextlib import contextmanager
 from pathlib import Path
 
 from search_spaces import get_study, studies
@@ -114,6 +118,7 @@ def cmd_plan(args) -> int:
 
 
 def output_folder(args) -> Path:
+    """The sweep's folder, refused when it would overwrite a finished sweep."""
     from orchestrator.driver import DONE_FILE, SWEEP_FILE
     if args.out:
         out = Path(args.out)
@@ -133,32 +138,104 @@ def output_folder(args) -> Path:
     return out
 
 
+def with_saved(args, saved: dict):
+    """A resumed sweep runs what was first asked for; a command line that asks
+    for something else is refused rather than silently mixed in."""
+    asked = {"study": args.study, "overrides": parse_overrides(args.overrides),
+             "storage": resolve_storage(args.storage)}
+    first = {"study": saved["study"], "overrides": parse_overrides(saved["overrides"]),
+             "storage": saved.get("storage")}
+    for key in asked:
+        if asked[key] and asked[key] != first[key]:
+            raise UsageError(f"--resume: this sweep was started with {key} {first[key]!r}, "
+                             f"not {asked[key]!r}; leave it out to finish the sweep as started")
+    if args.quick and not saved["quick"]:
+        raise UsageError("--resume: this sweep was started without --quick")
+    return replace_args(args, quick=saved["quick"], overrides=saved["overrides"], storage=first["storage"])
+
+
+def resolve_storage(value: str | None) -> str | None:
+    """A URI pyarrow can open, or an existing folder made absolute (every node sees the same path)."""
+    if not value:
+        return None
+    if "://" in value:
+        import pyarrow.fs
+        try:
+            pyarrow.fs.FileSystem.from_uri(value)
+        except Exception as e:  # unknown scheme, missing credentials: one line
+            raise UsageError(f"--storage {value}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return value.rstrip("/")
+    folder = Path(value).expanduser().resolve()
+    if not folder.is_dir():
+        raise UsageError(f"--storage {value}: no such folder; mount the shared folder (or create it)")
+    return str(folder)
+
+
+def check_address(value: str | None) -> None:
+    """HOST:PORT must answer now: Ray itself would retry for minutes."""
+    if not value or value == "auto" or "://" in value:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--address {value}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"--address {value}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
+@contextmanager
+def sweep_lock(out: Path):
+    """One driver per sweep folder: a second one (say, --resume while the first
+    still runs) is refused. The OS drops the lock when the driver dies."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)  # the folder itself: no lock file left behind
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"{out} is in use by another sweep driver") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def cmd_sweep(args, argv) -> int:
     from orchestrator.driver import SWEEP_FILE, Options, SweepError, run_study
     from results.io import write_json
-    if args.resume and not args.dry_run:
-        out = output_folder(args)
-        asked = out / SWEEP_FILE
-        if asked.exists():  # the same study as first asked for, whatever this command line says
-            saved = json.loads(asked.read_text())
-            args = replace_args(args, quick=saved["quick"], overrides=saved["overrides"])
-    study = resolve_study(args)
-    if args.dry_run:
-        print("\n".join(plan_lines(study)))
+    if args.dry_run and not args.resume:
+        print("\n".join(plan_lines(resolve_study(args))))
         return 0
     out = output_folder(args)
-    opts = Options(out=out, data_dir=resolve_data_dir(args.data_dir), storage=args.storage,
+    saved = json.loads((out / SWEEP_FILE).read_text()) if (out / SWEEP_FILE).exists() else None
+    if saved:
+        args = with_saved(args, saved)
+    study = resolve_study(args)
+    if args.dry_run:  # what --resume would finish
+        print("\n".join(plan_lines(study)))
+        return 0
+    opts = Options(out=out, data_dir=resolve_data_dir(args.data_dir), storage=resolve_storage(args.storage),
                    address=args.address, cpus_per_trial=args.cpus_per_trial,
                    gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                    max_failures=args.max_failures, resume=args.resume, verbose=0 if args.quiet else 1)
-    load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
-    if not (out / SWEEP_FILE).exists():
-        write_json(out / SWEEP_FILE, {"study": args.study, "quick": args.quick, "overrides": args.overrides})
-    try:
-        summary = run_study(study, replace(opts, resume=True), argv)
-    except SweepError as e:
-        print(f"orchestrator: {e}", file=sys.stderr)
-        return 1
+    check_address(opts.address)
+    raw = load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
+    created = not out.exists()
+    with sweep_lock(out):
+        if not saved:
+            write_json(out / SWEEP_FILE, {"study": args.study, "quick": args.quick,
+                                          "overrides": args.overrides, "storage": opts.storage})
+        try:
+            summary = run_study(study, opts, argv, raw=raw)
+        except SweepError as e:
+            print(f"orchestrator: {e}", file=sys.stderr)
+            return 1
+        except ConfigError:  # refused before any trial ran (cluster, resources, storage)
+            if not saved and [p.name for p in out.iterdir()] == [SWEEP_FILE]:
+                (out / SWEEP_FILE).unlink()  # leave no half-started sweep to --resume
+                if created:
+                    out.rmdir()
+            raise
     if "summary" in summary:
         print(summary["summary"].to_string(index=False))
     print(f"results in {out}")

@@ -2,26 +2,39 @@
 stage's grid may be computed from earlier results), then the study's report.
 
     run_study(get_study("part3").with_quick(), Options(out=Path("runs/x"), data_dir=Path("data")))
+
+Where things go. Tune's trial folders (checkpoints, progress) live at
+experiment_path(): under the out folder, or with `storage` (a folder every node
+mounts, or a pyarrow URI such as s3://bucket/runs) under STORAGE/<out's name>.
+The out folder gets the study's report, trials.csv (each
+trial's status and where it ran) and provenance.json, written last: a folder
+without it holds an unfinished sweep, and `resume` restores every stage from
+Tune's saved state, so finished trials are kept and unfinished ones continue
+from their last checkpoint.
 """
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.provenance import provenance
 from results.aggregate import RunRecord
-from results.io import write_json
+from results.io import write_csv, write_json
 from search_spaces.study import Study, Trial
 from workloads import metrics as M
+from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
-from workloads.models import build_model, first_layer
+from workloads.models import first_layer
 
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume rebuild the same study
 DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
+TRIALS_FILE = "trials.csv"      # one row per trial: status, test accuracy, where it ran
 
 
 class SweepError(RuntimeError):
@@ -39,11 +52,13 @@ class Options:
     num_cpus: int | None = None     # local Ray only
     num_gpus: float | None = None   # local Ray only (logical GPUs for tests)
     max_failures: int = 2
-    resume: bool = False
+    resume: bool = False            # restore stages saved at experiment_path; else refuse to reuse it
     verbose: int = 1
+    # > 1: up to that many repeats of a group share a trial as one vectorized model
+    # (orchestrator/packed.py); the RunRecords are the same either way.
+    repeats_per_trial: int = 1
 
     def __post_init__(self):
-        from workloads.config import ConfigError
         if self.cpus_per_trial <= 0 and self.gpus_per_trial <= 0:
             raise ConfigError("a trial needs --cpus-per-trial > 0 or --gpus-per-trial > 0")
         if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
@@ -52,11 +67,51 @@ class Options:
             raise ConfigError("--gpus-per-trial above 1 must be a whole number")
         if self.max_failures < 0:
             raise ConfigError("--max-failures must be >= 0")
+        if self.repeats_per_trial < 1:
+            raise ConfigError("--repeats-per-trial must be >= 1")
+        if self.address and not self.storage:
+            raise ConfigError("--address needs --storage: a folder every node mounts, or a URI "
+                              "such as s3://bucket/runs, for checkpoints written on worker nodes")
+        if self.address and (self.num_cpus is not None or self.num_gpus is not None):
+            raise ConfigError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own")
 
 
 def experiment_path(opts: Options, stage: str) -> str:
-    root = opts.storage.rstrip("/") + "/" + opts.out.name if opts.storage else str(opts.out.resolve())
+    """Tune's folder for one stage: OUT/STAGE, or STORAGE/<out's name>/STAGE (so that
+    --storage as the parent of --out keeps a run in one folder). A fresh sweep
+    refuses a folder that already holds trials (check_fresh)."""
+    out = opts.out.resolve()
+    root = f"{opts.storage.rstrip('/')}/{out.name}" if opts.storage else str(out)
     return f"{root}/{stage}"
+
+
+def restorable(path: str) -> bool:
+    """Tune saved this stage's tuner and a readable experiment state. A state
+    file that a crash cut short is moved aside, so that Tune takes the one before."""
+    import pyarrow.fs
+    from ray import tune
+    if not tune.Tuner.can_restore(path):
+        return False
+    fs, root = pyarrow.fs.FileSystem.from_uri(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    for state in sorted((i.path for i in infos if fnmatch.fnmatch(i.base_name, "experiment_state-*.json")),
+                        reverse=True):  # Tune restores the newest by name
+        try:
+            with fs.open_input_stream(state) as f:
+                json.loads(f.read())
+            return True
+        except ValueError:
+            fs.move(state, state + ".corrupt")
+    return False  # killed before its first snapshot: nothing to keep, start the stage over
+
+
+def check_fresh(study: Study, opts: Options) -> None:
+    from ray import tune
+    for stage in study.stages:
+        path = experiment_path(opts, stage.name)
+        if tune.Tuner.can_restore(path):
+            raise ConfigError(f"{path} already holds a sweep's trials; choose another --out "
+                              f"(or --resume to finish that sweep)")
 
 
 def init_ray(opts: Options) -> None:
@@ -64,23 +119,62 @@ def init_ray(opts: Options) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's newer console output ignores the progress reporter: keep the compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Short trials checkpoint often; each forces a state snapshot, which is what resuming needs.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if opts.address:
-        ray.init(address=opts.address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False)
+        try:
+            ray.init(address=opts.address, log_to_driver=True)
+        except ConnectionError as e:  # e.g. "auto" with no cluster on this machine
+            raise ConfigError(f"--address {opts.address}: {str(e).strip().splitlines()[0]}") from None
+    else:  # "local": never join a cluster that `ray start` left on this machine
+        ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False)
+
+
+def check_resources(opts: Options) -> None:
+    """A local Ray that can never fit one trial would leave Tune waiting forever.
+    (A cluster's autoscaler may still add what it lacks now.)"""
+    import ray
+    if opts.address:
+        return
+    have = ray.cluster_resources()
+    for key, need in (("CPU", opts.cpus_per_trial), ("GPU", opts.gpus_per_trial)):
+        if need > have.get(key, 0):
+            raise ConfigError(f"a trial asks for {need:g} {key} but this Ray has {have.get(key, 0):g}: "
+                              f"lower --{key.lower()}s-per-trial or raise --num-{key.lower()}s")
+
+
+def trials_at_once(opts: Options) -> int:
+    """As many trials as the cluster's CPUs and GPUs hold now. Tune 2.60 with reuse_actors
+    and no such cap was measured to run every trial in one actor, one after another."""
+    import ray
+    have = ray.cluster_resources()
+    fits = [have.get(key, 0) // need for key, need in (("CPU", opts.cpus_per_trial), ("GPU", opts.gpus_per_trial))
+            if need > 0]
+    return max(1, int(min(fits)))
+
+
+def stage_data(trials: list[Trial], raw) -> dict:
+    """{DataConfig: ObjectRef}: each data set prepared and stored once; a trial fetches only its own."""
+    import ray
+    return {cfg: ray.put(prepare(cfg, raw)) for cfg in {t.config.data for t in trials}}
 
 
 def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
     from ray import tune
 
     from orchestrator.trainable import run_trial
+    params = [t.to_param() for t in trials]
+    if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
+        from orchestrator.packed import pack_params, run_pack
+        run_trial, params = run_pack, pack_params(trials, opts.repeats_per_trial, log=True)
     stage = trials[0].stage
     path = experiment_path(opts, stage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
                                     {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
-    if opts.resume and tune.Tuner.can_restore(path):
+    if opts.resume and restorable(path):
+        # Finished trials stay finished; the rest continue from their last checkpoint.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         reporter = tune.CLIReporter(
@@ -89,9 +183,12 @@ def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
             max_report_frequency=10, sort_by_metric=False)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([t.to_param() for t in trials])},
+            param_space={"trial": tune.grid_search(params)},
             tune_config=tune.TuneConfig(
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+                reuse_actors=True,  # a process (and its copy of the data) serves trial after trial
+                # On a cluster no cap: an autoscaler adds nodes only for trials that wait.
+                max_concurrent_trials=None if opts.address else trials_at_once(opts)),
             run_config=tune.RunConfig(
                 name=stage, storage_path=path.rsplit("/", 1)[0],
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -101,23 +198,23 @@ def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
 
 
 def _trial_name(trial) -> str:
-    t = trial.config["trial"]
-    return f"{t['group']}_r{t['repeat']}"
+    from orchestrator.trainable import trial_name
+    return trial_name(trial.config["trial"])
 
 
 def collect(grid) -> tuple[list[RunRecord], list[str]]:
     """RunRecords of the finished trials, and one line for each failed one."""
-    from orchestrator.trainable import load_state, trial_config
+    from orchestrator.trainable import load_state, trial_config, trial_name
     records, failed = [], []
     for result in grid:
         param = result.config["trial"]
-        name = f"{param['group']}_r{param['repeat']}"
         if result.error is not None or result.checkpoint is None or M.TEST_ACC not in result.metrics:
-            failed.append(f"{name}: {str(result.error).strip().splitlines()[-1] if result.error else 'unfinished'}")
+            reason = str(result.error).strip().splitlines()[-1] if result.error else "unfinished"
+            failed.append(f"{trial_name(param)}: {reason}")
             continue
         cfg = trial_config(param)
         state = load_state(result.checkpoint)
-        model = build_model(cfg.model.arch, cfg.model.activation)
+        model = cfg.model.build((1 if cfg.data.grayscale else 3, 32, 32))  # as train() built it
         model.load_state_dict(state["model"])
         # The final checkpoint holds every record, also those from before a restore.
         curves = pd.DataFrame(state["records"])
@@ -131,20 +228,49 @@ def collect(grid) -> tuple[list[RunRecord], list[str]]:
     return records, failed
 
 
-def run_study(study: Study, opts: Options, argv: list[str] | None = None) -> dict:
-    raw = load_cifar10(opts.data_dir)  # fails with one line before Ray starts
+def trial_rows(grid) -> list[dict]:
+    """One row per trial: its status, test accuracy and where its last attempt ran."""
+    from orchestrator.trainable import PLACEMENT, trial_name
+    rows = []
+    for result in grid:
+        param, m = result.config["trial"], result.metrics or {}
+        status = "error" if result.error else "done" if M.TEST_ACC in m else "unfinished"
+        rows.append({"stage": param["stage"], "trial": trial_name(param), "status": status,
+                     M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get("time_total_s"),
+                     **{k: m.get(k) for k in ("hostname", "node_ip", "pid") + PLACEMENT}})
+    return rows
+
+
+def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=None) -> dict:
+    raw = raw if raw is not None else load_cifar10(opts.data_dir)  # fails with one line before Ray starts
+    if not opts.resume:
+        check_fresh(study, opts)
     opts.out.mkdir(parents=True, exist_ok=True)
+    # Re-reporting a finished sweep: unfinished again until the new report is complete.
+    (opts.out / DONE_FILE).unlink(missing_ok=True)
     init_ray(opts)
-    results, plans = {}, {}
+    check_resources(opts)
+    results, plans, rows = {}, {}, []
     for stage in study.stages:
         trials = study.stage_trials(stage, results)
         plans[stage.name] = [t.to_param() for t in trials]
-        data = {cfg: prepare(cfg, raw) for cfg in {t.config.data for t in trials}}
         print(f"[{study.name}] stage {stage.name}: {len(trials)} trials -> {experiment_path(opts, stage.name)}",
               file=sys.stderr, flush=True)
-        records, failed = collect(run_stage(study, trials, data, opts))
+        grid = run_stage(study, trials, stage_data(trials, raw), opts)
         order = {t.name: i for i, t in enumerate(trials)}  # the plan's order, not Tune's
+        planned, collector = set(order), collect
+        if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
+            from orchestrator import packed
+            planned, collector = packed.trial_names(trials, opts.repeats_per_trial), packed.collect
+        ran = {row["trial"] for row in trial_rows(grid)}
+        if ran != planned:  # a restored stage whose trials are not this study's
+            raise ConfigError(f"{experiment_path(opts, stage.name)} holds trials {sorted(ran - planned)[:3]} "
+                              f"that this study does not plan (and lacks {sorted(planned - ran)[:3]}): "
+                              f"resume with the study, --quick and overrides it was started with")
+        records, failed = collector(grid)
         records.sort(key=lambda r: order[f"{r.group}_r{r.repeat}"])
+        rows += sorted(trial_rows(grid), key=lambda row: order[row["trial"]])
+        write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
         if failed:
             raise SweepError(f"stage {stage.name}: {len(failed)} of {len(trials)} trials failed "
                              f"(rerun with --resume to retry them): " + "; ".join(failed[:3]))
@@ -152,5 +278,3 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None) -> dic
     summary = study.report(results, opts.out, study) if study.report else {}
     write_json(opts.out / DONE_FILE, provenance(study, opts, plans, argv))
     return {"results": results, **summary}
-
-

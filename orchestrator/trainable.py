@@ -1,21 +1,60 @@
 """The Ray Tune trainable: a few lines that turn Tune's config into a typed
-TrialConfig and hand reporting and checkpointing callbacks to the one loop."""
+TrialConfig and hand reporting and checkpointing callbacks to the one loop.
+
+Data: the driver puts each DataConfig's prepared arrays into Ray's object store
+once and passes {DataConfig: ObjectRef}; a trial fetches only its own, already
+cut to its subsets. On the CPU the tensors are views of the node's shared
+object store (no copy per trial). On a GPU they are copied once per trial
+process, as the same float32 arrays the CPU trains on (the full grayscale set,
+with validation and test images, is about 270 MB: four trials on one GPU hold
+about 1 GB); a reused actor keeps that copy for its next trial of the same data. Keeping uint8 and normalising per
+batch would save 3/4 of it but changes the preprocessing's arithmetic, and the
+data is already small next to a GPU; `check_fits` refuses a share too small.
+
+Every report also carries where the trial runs (PLACEMENT): the driver
+writes the final one to trials.csv.
+"""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import ray
 import torch
 from ray import tune
 
-from workloads.config import FIELDS, TrialConfig
-from workloads.train import train
+from workloads import metrics as M
+from workloads.config import FIELDS, DataConfig, TrialConfig
+from workloads.train import DeviceData, train
 
 STATE_FILE = "state.pt"
-_warned_no_cuda = False
+
+# Where and how a trial runs: in every report, one trials.csv column each.
+NODE_ID = "node_id"
+GPU_IDS = "gpu_ids"              # what Ray assigned, e.g. "0"
+VISIBLE = "cuda_visible_devices" # what the process sees: only its own GPU(s)
+DEVICE = "device"                # what it trained on
+STARTED = "started_at"           # wall clock (s) when this attempt started
+FINISHED = "finished_at"         # in the final report only
+RESUMED_FROM = "resumed_from_step"  # 0 = fresh start, else the checkpoint's step
+DATA_MB = "data_mb"              # this trial's data as held on its device
+PLACEMENT = (NODE_ID, GPU_IDS, VISIBLE, DEVICE, STARTED, FINISHED, RESUMED_FROM, DATA_MB)
+
+# TEST ONLY fault injection, read in the trial's process, right after it reports STEP:
+# "kill[:TRIAL]@STEP" SIGKILLs the process, "stall[:TRIAL]@STEP" sleeps forever,
+# "pause[:TRIAL]@STEP:SECONDS" sleeps a while. Fresh attempts only, never after a restore.
+FAULT_ENV = "ORCHESTRATOR_TEST_FAULT"
+STALLED = "test_stalled"         # in the report before a stall, for tests to wait on
+
+_device_data: dict = {}          # {(DataConfig, device): DeviceData}, one entry per process
+
+
+def trial_name(param: dict) -> str:
+    return f"{param['group']}_r{param['repeat']}"
 
 
 def trial_config(param: dict) -> TrialConfig:
@@ -23,16 +62,38 @@ def trial_config(param: dict) -> TrialConfig:
 
 
 def pick_device() -> torch.device:
-    """The GPU Ray gave this trial (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
-    global _warned_no_cuda
+    """The GPU Ray gave this trial (Ray sets CUDA_VISIBLE_DEVICES to it), else the CPU."""
     if ray.get_gpu_ids():
         if torch.cuda.is_available():
             return torch.device("cuda", 0)
-        if not _warned_no_cuda:
-            print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
-                  f"training on the CPU", file=sys.stderr)
-            _warned_no_cuda = True
+        print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
+              f"training on the CPU", file=sys.stderr, flush=True)
     return torch.device("cpu")
+
+
+def check_fits(nbytes: int, share_bytes: float) -> None:
+    """Data plus model and activations must fit in the trial's share of its GPU."""
+    if nbytes > share_bytes / 2:
+        raise RuntimeError(f"this trial's data needs {nbytes / 2**20:.0f} MB on the GPU but its share "
+                           f"(--gpus-per-trial) is {share_bytes / 2**20:.0f} MB: give trials a larger "
+                           f"fraction or use smaller subsets")
+
+
+def device_data(data: dict, cfg: DataConfig, device: torch.device) -> DeviceData:
+    """This trial's arrays on its device, fetched and moved once per process."""
+    key = (cfg, str(device))
+    if key not in _device_data:
+        _device_data.clear()  # a reused actor that switches data sets drops the old one
+        prepared = ray.get(data[cfg])
+        if device.type == "cuda":
+            share = ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0)
+            check_fits(nbytes(prepared), share * torch.cuda.get_device_properties(device).total_memory)
+        _device_data[key] = DeviceData.from_prepared(prepared, device)
+    return _device_data[key]
+
+
+def nbytes(data) -> int:
+    return sum(getattr(getattr(data, f), "nbytes", 0) for f in data.__dataclass_fields__)
 
 
 def load_state(checkpoint: tune.Checkpoint) -> dict:
@@ -40,21 +101,69 @@ def load_state(checkpoint: tune.Checkpoint) -> dict:
         return torch.load(Path(folder) / STATE_FILE, weights_only=False)
 
 
-def report(metrics: dict, state: dict | None) -> None:
+def send(metrics: dict, state: dict | None) -> None:
     if state is None:
         tune.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:  # Tune copies it to storage before returning
         torch.save(state, Path(folder) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def placement(device: torch.device, data: DeviceData, resume: dict | None) -> dict:
+    return {NODE_ID: ray.get_runtime_context().get_node_id(),
+            GPU_IDS: ",".join(str(i) for i in ray.get_gpu_ids()),
+            VISIBLE: os.environ.get("CUDA_VISIBLE_DEVICES", ""), DEVICE: str(device),
+            STARTED: time.time(), RESUMED_FROM: resume["step"] if resume else 0,
+            DATA_MB: nbytes(data) / 2**20}
+
+
+def planned_fault(name: str, spec: str | None) -> tuple[str, int, float] | None:
+    """(action, step, seconds) when FAULT_ENV's spec targets this trial."""
+    if not spec:
+        return None
+    head, _, at = spec.partition("@")
+    action, _, target = head.partition(":")
+    step, _, seconds = at.partition(":")
+    if action not in ("kill", "stall", "pause") or (action == "pause") != bool(seconds):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill[:TRIAL]@STEP, stall[:TRIAL]@STEP "
+                         f"or pause[:TRIAL]@STEP:SECONDS")
+    if target and target != name:
+        return None
+    return action, int(step), float(seconds or "inf")
+
+
 def run_trial(config: dict, data: dict) -> None:
-    """`data` maps each DataConfig the stage uses to its PreparedData (Ray's
-    object store shares it among the trials of a node)."""
-    cfg = trial_config(config["trial"])
+    """`data` maps each DataConfig of the stage to an ObjectRef of its PreparedData."""
+    param = config["trial"]
+    cfg = trial_config(param)
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch's own pool must match.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     checkpoint = tune.get_checkpoint()
-    train(cfg, data[cfg.data], pick_device(), report=report,
-          resume=load_state(checkpoint) if checkpoint else None)
+    resume = load_state(checkpoint) if checkpoint else None
+    device = pick_device()
+    d = device_data(data, cfg.data, device)
+    fault = planned_fault(trial_name(param), os.environ.get(FAULT_ENV)) if resume is None else None
+    train(cfg, d, device, report=reporter(placement(device, d, resume), fault), resume=resume)
+
+
+def reporter(where: dict, fault: tuple | None):
+    """train()'s report callback: placement added to every report, then Tune;
+    a test fault fires once, right after the report of its step."""
+    pending = [fault]
+
+    def report(metrics: dict, state: dict | None) -> None:
+        metrics.update(where)
+        if M.DONE in metrics:
+            metrics[FINISHED] = time.time()
+        due = pending[0] is not None and metrics[M.STEP] >= pending[0][1]
+        if due and pending[0][0] == "stall":
+            metrics[STALLED] = 1
+        send(metrics, state)
+        if due:
+            action, _, seconds = pending.pop()
+            pending.append(None)
+            if action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(min(seconds, 10**9))
+    return report

@@ -1,4 +1,11 @@
-"""Atomic writes: a crash leaves the old file or the new one, never half of one."""
+"""Atomic writes: a crash leaves the old file or the new one, never half of one.
+Every file the orchestrator and the reports write goes through here (Tune's
+own trial folders are Tune's).
+
+    write_csv(out / "summary.csv", table)
+    with atomic_path(out / "x.bin") as tmp:   # anything that writes to a path
+        write_something(tmp)
+"""
 from __future__ import annotations
 
 import json
@@ -9,19 +16,46 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(path: Path):
-    """Yields a temporary path in the same folder; renamed onto `path` on success."""
+    """Yields a temporary path in the same folder; on success it is flushed to
+    disk and renamed onto `path`, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from other users
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_pickle(path: Path, obj) -> None:
