@@ -50,3 +50,8 @@ def test_sgd_needs_a_learning_rate():
     with pytest.raises(ConfigError, match="sgd needs lr"):
         TrialConfig().override({"optimizer": "sgd"})
     assert TrialConfig().override({"optimizer": "sgd", "lr": "0.01"}).train.lr == 0.01
+
+
+def test_a_run_without_record_points_is_refused():
+    with pytest.raises(ConfigError, match="record_every=20 exceeds the run's 10 steps"):
+        TrialConfig().override({"train_subset": "500", "epochs": "1", "record_every": "20"})

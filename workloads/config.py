@@ -123,6 +123,14 @@ class TrialConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        # A run with no record point would have no curves to report.
+        n = self.data.train_subset or 50000 - 10 * self.data.val_per_class
+        steps = -(-n // self.train.batch_size) * self.train.epochs
+        _check(steps >= self.train.record_every,
+               f"record_every={self.train.record_every} exceeds the run's {steps} steps "
+               f"({n} images, batch {self.train.batch_size}, {self.train.epochs} epochs): nothing would be recorded")
+
     def to_flat(self) -> dict:
         return {f.name: getattr(part, f.name)
                 for part in (self.data, self.model, self.train) for f in fields(part)}

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.functional import rgb_to_grayscale
 
 from workloads.config import DataConfig
 
@@ -130,6 +129,8 @@ def preprocess(x_uint8: np.ndarray, grayscale: bool) -> np.ndarray:
     std = torch.tensor(STD).view(1, 3, 1, 1)
     x = (x - mean) / std
     if grayscale:
+        # Imported here: torchvision costs seconds in every trial process that never preprocesses.
+        from torchvision.transforms.functional import rgb_to_grayscale
         x = rgb_to_grayscale(x)  # (N, 1, 32, 32)
     return x.contiguous().numpy()
 
