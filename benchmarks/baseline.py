@@ -16,15 +16,16 @@ It is deliberately plain PyTorch, the way the assignment reads:
     accuracy on a fixed sample of training images (default 5000) and accuracy
     on the whole validation split, each through a DataLoader with batch size
     1000 (a round number a student picks), under model.eval()/torch.no_grad();
-  * after training, test accuracy on all 10,000 test images, same way;
+  * after training, test accuracy on the 10,000 test images (or `test_subset`), same way;
   * several seeds run one after another, nothing shared between runs (each run
     builds its datasets again, as re-running the script would).
 
-Quick sizes: `train_subset` / `val_subset` (0 = all) keep a fixed random subset
-of the training / validation split, and the training-accuracy sample is drawn
-from what is kept. All three come from numpy.random.default_rng(1) in the same
-order as `workloads.data.prepare` (split seed 0 + 1), so a given size selects
-exactly the images the project's DataConfig with the same sizes selects.
+Quick sizes: `train_subset` / `val_subset` / `test_subset` (0 = all) keep a
+fixed random subset of the training / validation split / test set, and the
+training-accuracy sample is drawn from what is kept. All four come from
+numpy.random.default_rng(1) in the same order as `workloads.data.prepare`
+(split seed 0 + 1), so a given size selects exactly the images the project's
+DataConfig with the same sizes selects.
 `max_steps` stops training early (the test pass still runs) so a GPU user can
 time a few hundred steps and scale.
 
@@ -105,7 +106,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device) -> tuple[float, int]:
 def run_baseline(data_root, arch: str = "cnn_4", seed: int = 0, epochs: int = 1,
                  train_subset: int = 0, val_subset: int = 0, train_eval_size: int = 5000,
                  record_every: int = 10, max_steps: int | None = None,
-                 threads: int = 1, device: str | None = None, verbose: bool = False) -> dict:
+                 threads: int = 1, device: str | None = None, verbose: bool = False,
+                 test_subset: int = 0) -> dict:
     """One training run, start to finish, timed as a whole (dataset loading included).
 
     Returns {"wall_s", "steps", "records", "evaluated_images", "test_acc",
@@ -119,13 +121,13 @@ def run_baseline(data_root, arch: str = "cnn_4", seed: int = 0, epochs: int = 1,
     torch.set_num_threads(threads)
     try:
         return _run(data_root, arch, seed, epochs, train_subset, val_subset, train_eval_size,
-                    record_every, max_steps, device, verbose)
+                    record_every, max_steps, device, verbose, test_subset)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(data_root, arch, seed, epochs, train_subset, val_subset, train_eval_size,
-         record_every, max_steps, device, verbose) -> dict:
+         record_every, max_steps, device, verbose, test_subset=0) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     start = time.perf_counter()
 
@@ -144,6 +146,9 @@ def _run(data_root, arch, seed, epochs, train_subset, val_subset, train_eval_siz
         train_idx = np.sort(rng.permutation(train_idx)[:train_subset])
     if val_subset:
         val_idx = np.sort(rng.permutation(val_idx)[:val_subset])
+    if test_subset:
+        test_idx = np.sort(rng.permutation(len(test_set))[:test_subset])
+        test_set = Subset(test_set, test_idx.tolist())
     train_set = Subset(full_train, train_idx.tolist())
     val_set = Subset(full_train, val_idx.tolist())
     # fixed sample of the training images, scored at every record
@@ -206,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--train-subset", type=int, default=0, help="0 = whole training split")
     p.add_argument("--val-subset", type=int, default=0, help="0 = whole validation split")
+    p.add_argument("--test-subset", type=int, default=0, help="0 = all 10,000 test images")
     p.add_argument("--train-eval-size", type=int, default=5000)
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None)
@@ -222,7 +228,7 @@ def main(argv=None) -> int:
                          train_subset=a.train_subset, val_subset=a.val_subset,
                          train_eval_size=a.train_eval_size, record_every=a.record_every,
                          max_steps=a.max_steps, threads=a.threads, device=a.device,
-                         verbose=a.verbose)
+                         verbose=a.verbose, test_subset=a.test_subset)
         results.append(r)
         last_val = r["val_acc_curve"][-1] if r["val_acc_curve"] else float("nan")
         print(f"seed {seed}: {r['wall_s']:.2f}s ({r['load_s']:.2f}s loading) on {r['device']}, "

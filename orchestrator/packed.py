@@ -1,0 +1,130 @@
+"""Packed repeats on Ray Tune: consecutive repeats of one group share a trial and
+train as one vectorized model (workloads.vectorized); their results are unpacked
+into one RunRecord per repeat, so aggregation and saved results are the same
+whether a repeat was packed or not.
+
+    run_study(study, Options(out=..., data_dir=..., repeats_per_trial=5))  # 10 repeats: 2 trials a group
+
+A group whose config the vectorized path cannot serve (workloads.vectorized.
+why_not_vectorized: BatchNorm, Dropout, ...) keeps one trial per repeat, and the
+sweep's log says why. A packed trial is named after its first repeat; its
+checkpoints hold every repeat's state in train()'s own format.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+
+import pandas as pd
+import torch
+from ray import tune
+
+from orchestrator.trainable import (FINISHED, device_data, load_state, pick_device, placement, run_trial,
+                                    send, trial_config, trial_name)
+from results.aggregate import RunRecord
+from workloads import metrics as M
+from workloads.models import first_layer
+from workloads.vectorized import train_repeats, why_not_vectorized
+
+PACK = "pack"          # a packed trial's param: the member trials' params, in repeat order
+REPEATS = "repeats"    # a packed checkpoint: the members' train()-format states, same order
+META = ("stage", "group", "repeat")
+
+
+def pack_params(trials: list, per_trial: int, log: bool = False) -> list[dict]:
+    """Tune params for `trials` (Study.stage_trials order): runs of consecutive repeats
+    of one group, up to `per_trial` each, become one packed param; the rest stay single."""
+    params = []
+    for (_, group), members in itertools.groupby(trials, key=lambda t: (t.stage, t.group)):
+        members = list(members)
+        reason = why_not_vectorized(members[0].config) if per_trial > 1 and len(members) > 1 else None
+        if reason and log:
+            print(f"[packed] {group}: one model per trial ({reason})", file=sys.stderr, flush=True)
+        size = 1 if reason else per_trial
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            param = chunk[0].to_param()
+            if len(chunk) > 1:
+                param[PACK] = [t.to_param() for t in chunk]
+            params.append(param)
+    return params
+
+
+def trial_names(trials: list, per_trial: int) -> set[str]:
+    """The names Tune's trials get: a pack is named after its first repeat."""
+    return {trial_name(p) for p in pack_params(trials, per_trial)}
+
+
+def test_acc_key(repeat: int) -> str:
+    return f"{M.TEST_ACC}_r{repeat}"
+
+
+def pack_metrics(metrics: list[dict], repeats: list[int]) -> dict:
+    """What Tune sees of a pack: the members' mean of every number, each one's test accuracy."""
+    out = {key: sum(m[key] for m in metrics) / len(metrics) for key in metrics[0]
+           if isinstance(metrics[0][key], (int, float))}
+    out[M.STEP] = metrics[0][M.STEP]
+    if M.TEST_ACC in metrics[0]:
+        out.update({test_acc_key(r): m[M.TEST_ACC] for r, m in zip(repeats, metrics)})
+        out[M.DONE] = 1
+    return out
+
+
+def run_pack(config: dict, data: dict) -> None:
+    """The trainable for a packed trial (a single trial goes to run_trial)."""
+    param = config["trial"]
+    if PACK not in param:
+        return run_trial(config, data)
+    members = param[PACK]
+    cfgs = [trial_config(p) for p in members]
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    checkpoint = tune.get_checkpoint()
+    resume = load_state(checkpoint)[REPEATS] if checkpoint else None
+    device = pick_device()
+    d = device_data(data, cfgs[0].data, device)
+    where = placement(device, d, resume[0] if resume else None)
+    repeats = [p["repeat"] for p in members]
+
+    def report(metrics: list[dict], states: list[dict] | None) -> None:
+        summary = pack_metrics(metrics, repeats)
+        if M.DONE in summary:
+            summary.update(where, **{FINISHED: time.time()})
+        send(summary, None if states is None else {REPEATS: states})
+
+    train_repeats(cfgs, d, device, report=report, resume=resume)
+
+
+def collect(grid) -> tuple[list, list[str]]:
+    """RunRecords of every finished repeat (packed or not), and one line per failed trial."""
+    from orchestrator.driver import collect as collect_single
+    results = list(grid)
+    records, failed = collect_single([r for r in results if PACK not in r.config["trial"]])
+    for result in results:
+        param = result.config["trial"]
+        if PACK not in param:
+            continue
+        members = param[PACK]
+        if result.error is not None or result.checkpoint is None or M.TEST_ACC not in result.metrics:
+            reason = str(result.error).strip().splitlines()[-1] if result.error else "unfinished"
+            failed.append(f"{trial_name(param)} (repeats {', '.join(str(p['repeat']) for p in members)}): "
+                          f"{reason}")
+            continue
+        states = load_state(result.checkpoint)[REPEATS]
+        # Each repeat's share of the pack's time, so that summed trial time stays true.
+        wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
+        for p, state in zip(members, states):
+            records.append(unpack_record(p, state, float(result.metrics[test_acc_key(p["repeat"])]), wall))
+    return records, failed
+
+
+def unpack_record(param: dict, state: dict, test_acc: float, wall_s: float) -> RunRecord:
+    cfg = trial_config(param)
+    model = cfg.model.build(cfg.data.in_shape)
+    model.load_state_dict(state["model"])
+    return RunRecord(
+        stage=param["stage"], group=param["group"], repeat=param["repeat"],
+        config={k: v for k, v in param.items() if k not in META},
+        curves=pd.DataFrame(state["records"]), test_acc=test_acc, wall_s=wall_s,
+        first_layer=first_layer(model).weight.detach().numpy().copy(), state_dict=state["model"])
