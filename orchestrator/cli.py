@@ -58,6 +58,8 @@ def build_parser() -> Parser:
             s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
             s.add_argument("--num-gpus", type=float, help="GPUs of a local Ray (default: detected)")
             s.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
+            s.add_argument("--repeats-per-trial", type=int, default=1,
+                           help="repeats of a group trained together as one vectorized model")
             s.add_argument("--resume", action="store_true",
                            help="finish the sweep in --out (default: the study's latest run)")
             s.add_argument("--quiet", action="store_true", help="no progress table")
@@ -217,7 +219,8 @@ def cmd_sweep(args, argv) -> int:
     opts = Options(out=out, data_dir=resolve_data_dir(args.data_dir), storage=resolve_storage(args.storage),
                    address=args.address, cpus_per_trial=args.cpus_per_trial,
                    gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                   max_failures=args.max_failures, resume=args.resume, verbose=0 if args.quiet else 1)
+                   max_failures=args.max_failures, repeats_per_trial=args.repeats_per_trial,
+                   resume=args.resume, verbose=0 if args.quiet else 1)
     check_address(opts.address)
     raw = load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
     created = not out.exists()

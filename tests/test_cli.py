@@ -38,6 +38,7 @@ def test_list_and_plan(capsys):
     (["sweep", "part3", "--bogus"], "unrecognized arguments: --bogus"),
     (["list", "epochs=3"], "takes no key=value"),
     (["sweep", "part3", "--cpus-per-trial", "0"], "needs --cpus-per-trial > 0"),
+    (["sweep", "part3", "--repeats-per-trial", "0"], "--repeats-per-trial must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needle):
     one_line_error(capsys, argv + ["--data-dir", str(tmp_path)] if argv[0] == "sweep" and "--dry-run" not in argv
