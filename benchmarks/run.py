@@ -166,7 +166,7 @@ def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device
             add_run(row, t.config, planned_work(t.config)[1], float("nan"), t.name)
         timed_wall += sum(walls)
         row.wall_s += sum(walls) / len(walls) * len(members)
-        if len(timed) < len(members):
+        if len(timed) < len(members) and not row.note.startswith("timed"):
             row.note = f"timed {len(timed)} of {len(members)} runs per arch, scaled" + row.note
     row.busy = timed_cpu / timed_wall
     return row
@@ -251,7 +251,7 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def table(rows: list[Row], cores: int) -> str:
+def table(rows: list[Row]) -> str:
     base = next((r for r in rows if r.name == "baseline"), None)
     lines = [f"{'row':<44} {'runs':>4} {'wall s':>8} {'steps/s':>8} {'images/s':>9} "
              f"{'vs row 1':>8} {'busy':>5} {'load':>5}  note"]
@@ -296,8 +296,11 @@ def main(argv=None) -> int:
     unknown = set(rows_asked) - set(ROWS)
     if unknown:
         p.error(f"unknown rows {', '.join(sorted(unknown))}; choose from {', '.join(ROWS)}")
+    rows_asked = [r for r in ROWS if r in rows_asked]  # always in table order
     data_dir = resolve_data_dir(a.data_dir)
     load_cifar10(data_dir, download=False)  # missing data: one line, before anything runs
+    if any("=" not in o for o in a.overrides):
+        p.error(f"expected key=value overrides, got {' '.join(a.overrides)}")
     extra = dict(o.split("=", 1) for o in a.overrides)
     study = bench_study(a.size, a.steps, a.repeats, a.archs, extra)
     device = torch.device(a.device)
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
         print(f"  {row.label}: {row.wall_s:.1f} s", flush=True)
 
     print()
-    print(table(rows, a.cores))
+    print(table(rows))
     for line in comparisons(rows):
         print(line)
     if a.size == "full":

@@ -40,7 +40,7 @@ def test_rows_do_the_same_work_and_the_table_shows_them(study, data_dir):
         assert set(row.extra["test_acc"]) == {"mlp_1_r0", "mlp_1_r1"}
     # The project's loop and its vectorized repeats train the same models.
     assert rows[2].extra["test_acc"] == pytest.approx(rows[1].extra["test_acc"], abs=1e-9)
-    lines = B.table(rows, cores=2).splitlines()
+    lines = B.table(rows).splitlines()
     assert len(lines) == 4 and lines[0].split()[:4] == ["row", "runs", "wall", "s"]
     assert lines[1].split()[-3] == "1.00x"
     ratio = float(lines[2].split()[-3].rstrip("x"))
