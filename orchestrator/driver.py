@@ -204,7 +204,7 @@ def _trial_name(trial) -> str:
 
 def collect(grid) -> tuple[list[RunRecord], list[str]]:
     """RunRecords of the finished trials, and one line for each failed one."""
-    from orchestrator.trainable import load_state, trial_config, trial_name
+    from orchestrator.trainable import load_state, trial_name
     records, failed = [], []
     for result in grid:
         param = result.config["trial"]
@@ -212,20 +212,24 @@ def collect(grid) -> tuple[list[RunRecord], list[str]]:
             reason = str(result.error).strip().splitlines()[-1] if result.error else "unfinished"
             failed.append(f"{trial_name(param)}: {reason}")
             continue
-        cfg = trial_config(param)
         state = load_state(result.checkpoint)
-        model = cfg.model.build((1 if cfg.data.grayscale else 3, 32, 32))  # as train() built it
-        model.load_state_dict(state["model"])
-        # The final checkpoint holds every record, also those from before a restore.
-        curves = pd.DataFrame(state["records"])
-        records.append(RunRecord(
-            stage=param["stage"], group=param["group"], repeat=param["repeat"],
-            config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-            curves=curves, test_acc=float(result.metrics[M.TEST_ACC]),
-            wall_s=float(result.metrics.get("time_total_s", 0.0)),
-            first_layer=first_layer(model).weight.detach().numpy().copy(),
-            state_dict=state["model"]))
+        records.append(run_record(param, state, float(result.metrics[M.TEST_ACC]),
+                                  float(result.metrics.get("time_total_s", 0.0))))
     return records, failed
+
+
+def run_record(param: dict, state: dict, test_acc: float, wall_s: float) -> RunRecord:
+    """A finished run as aggregation sees it, from its Tune params and final state
+    (which holds every record, also those from before a restore)."""
+    from orchestrator.trainable import trial_config
+    cfg = trial_config(param)
+    model = cfg.model.build(cfg.data.in_shape)  # as train() built it
+    model.load_state_dict(state["model"])
+    return RunRecord(
+        stage=param["stage"], group=param["group"], repeat=param["repeat"],
+        config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
+        curves=pd.DataFrame(state["records"]), test_acc=test_acc, wall_s=wall_s,
+        first_layer=first_layer(model).weight.detach().numpy().copy(), state_dict=state["model"])
 
 
 def trial_rows(grid) -> list[dict]:

@@ -17,20 +17,16 @@ import os
 import sys
 import time
 
-import pandas as pd
 import torch
 from ray import tune
 
 from orchestrator.trainable import (FINISHED, device_data, load_state, pick_device, placement, run_trial,
                                     send, trial_config, trial_name)
-from results.aggregate import RunRecord
 from workloads import metrics as M
-from workloads.models import first_layer
 from workloads.vectorized import train_repeats, why_not_vectorized
 
 PACK = "pack"          # a packed trial's param: the member trials' params, in repeat order
 REPEATS = "repeats"    # a packed checkpoint: the members' train()-format states, same order
-META = ("stage", "group", "repeat")
 
 
 def pack_params(trials: list, per_trial: int, log: bool = False) -> list[dict]:
@@ -98,7 +94,7 @@ def run_pack(config: dict, data: dict) -> None:
 
 def collect(grid) -> tuple[list, list[str]]:
     """RunRecords of every finished repeat (packed or not), and one line per failed trial."""
-    from orchestrator.driver import collect as collect_single
+    from orchestrator.driver import collect as collect_single, run_record
     results = list(grid)
     records, failed = collect_single([r for r in results if PACK not in r.config["trial"]])
     for result in results:
@@ -115,16 +111,5 @@ def collect(grid) -> tuple[list, list[str]]:
         # Each repeat's share of the pack's time, so that summed trial time stays true.
         wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
         for p, state in zip(members, states):
-            records.append(unpack_record(p, state, float(result.metrics[test_acc_key(p["repeat"])]), wall))
+            records.append(run_record(p, state, float(result.metrics[test_acc_key(p["repeat"])]), wall))
     return records, failed
-
-
-def unpack_record(param: dict, state: dict, test_acc: float, wall_s: float) -> RunRecord:
-    cfg = trial_config(param)
-    model = cfg.model.build(cfg.data.in_shape)
-    model.load_state_dict(state["model"])
-    return RunRecord(
-        stage=param["stage"], group=param["group"], repeat=param["repeat"],
-        config={k: v for k, v in param.items() if k not in META},
-        curves=pd.DataFrame(state["records"]), test_acc=test_acc, wall_s=wall_s,
-        first_layer=first_layer(model).weight.detach().numpy().copy(), state_dict=state["model"])
