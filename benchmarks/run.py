@@ -353,7 +353,7 @@ def settings_line(cfg: TrialConfig) -> str:
     return (f"train_subset={d.train_subset or 'all'} val_subset={d.val_subset or 'all'} "
             f"test_subset={d.test_subset or 'all'} train_eval_size={d.train_eval_size} "
             f"epochs={t.epochs} batch={t.batch_size} record_every={t.record_every} "
-            f"eval_batch_size={t.eval_batch_size}")
+            f"eval_batch_size={t.eval_batch_size or 'by device'}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from their last checkpoint.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import json
 import os
 import sys
@@ -155,10 +156,42 @@ def trials_at_once(opts: Options) -> int:
     return max(1, int(min(fits)))
 
 
-def stage_data(trials: list[Trial], raw) -> dict:
-    """{DataConfig: ObjectRef}: each data set prepared and stored once; a trial fetches only its own."""
-    import ray
-    return {cfg: ray.put(prepare(cfg, raw)) for cfg in {t.config.data for t in trials}}
+class DataSets:
+    """Each data set prepared once, in a background thread, and stored once in Ray's
+    object store. The data of every stage known before any result (no `derive`) is
+    prepared while Ray starts: both take seconds, and the thread's work is in numpy and
+    torch kernels that release the GIL. Configs that differ only in augmentations share
+    one copy (DataConfig.arrays)."""
+
+    def __init__(self, raw, study: Study | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+        self.raw, self.pool = raw, ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        self.futures: dict = {}  # DataConfig.arrays -> Future of PreparedData, until stored
+        self.refs: dict = {}     # DataConfig.arrays -> ObjectRef, kept for later stages
+        for stage in study.stages if study else ():
+            if stage.derive is None:
+                for t in study.stage_trials(stage, {}):
+                    self.prepared(t.config.data)
+
+    def prepared(self, cfg):
+        key = cfg.arrays
+        if key not in self.futures and key not in self.refs:
+            self.futures[key] = self.pool.submit(prepare, key, self.raw)
+        return self.futures.get(key)
+
+    def stage_data(self, trials: list[Trial]) -> dict:
+        """{DataConfig: ObjectRef} for the trials' configs; a trial fetches only its own."""
+        import ray
+        out = {}
+        for cfg in {t.config.data for t in trials}:
+            if cfg.arrays not in self.refs:  # stored; the driver's copy is dropped
+                self.refs[cfg.arrays] = ray.put(self.prepared(cfg).result())
+                del self.futures[cfg.arrays]
+            out[cfg] = self.refs[cfg.arrays]
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
@@ -247,20 +280,32 @@ def trial_rows(grid) -> list[dict]:
 
 def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=None) -> dict:
     raw = raw if raw is not None else load_cifar10(opts.data_dir)  # fails with one line before Ray starts
-    if not opts.resume:
-        check_fresh(study, opts)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    # Re-reporting a finished sweep: unfinished again until the new report is complete.
-    (opts.out / DONE_FILE).unlink(missing_ok=True)
-    init_ray(opts)
-    check_resources(opts)
+    # While Ray starts (seconds of waiting on its processes), the background thread
+    # prepares the data and imports Tune (~1 s), which check_fresh needs first.
+    datasets = DataSets(raw, study)
+    tune_imported = datasets.pool.submit(importlib.import_module, "ray.tune")
+    try:
+        init_ray(opts)
+        tune_imported.result()
+        if not opts.resume:
+            check_fresh(study, opts)
+        opts.out.mkdir(parents=True, exist_ok=True)
+        # Re-reporting a finished sweep: unfinished again until the new report is complete.
+        (opts.out / DONE_FILE).unlink(missing_ok=True)
+        check_resources(opts)
+        return _run_stages(study, opts, argv, datasets)
+    finally:
+        datasets.close()
+
+
+def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: DataSets) -> dict:
     results, plans, rows = {}, {}, []
     for stage in study.stages:
         trials = study.stage_trials(stage, results)
         plans[stage.name] = [t.to_param() for t in trials]
         print(f"[{study.name}] stage {stage.name}: {len(trials)} trials -> {experiment_path(opts, stage.name)}",
               file=sys.stderr, flush=True)
-        grid = run_stage(study, trials, stage_data(trials, raw), opts)
+        grid = run_stage(study, trials, datasets.stage_data(trials), opts)
         order = {t.name: i for i, t in enumerate(trials)}  # the plan's order, not Tune's
         planned, collector = set(order), collect
         if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py

@@ -81,7 +81,7 @@ def check_fits(nbytes: int, share_bytes: float) -> None:
 
 def device_data(data: dict, cfg: DataConfig, device: torch.device) -> DeviceData:
     """This trial's arrays on its device, fetched and moved once per process."""
-    key = (cfg, str(device))
+    key = (cfg.arrays, str(device))  # augmentation variants share the arrays
     if key not in _device_data:
         _device_data.clear()  # a reused actor that switches data sets drops the old one
         prepared = ray.get(data[cfg])

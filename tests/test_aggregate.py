@@ -53,3 +53,16 @@ def test_curves_table_long_format():
     loss = table[table.metric == M.LOSS]
     assert loss[M.STEP].tolist() == [10, 20] and loss["mean"].tolist() == [2.0, 2.0]
     assert set(table.columns) == {"group", "metric", M.STEP, "mean", "std", "n"}
+
+
+def test_first_layer_mosaic_places_each_tile_scaled_on_its_own():
+    from results.plots import mosaic, weight_tiles
+    w = np.arange(5 * 9, dtype=float).reshape(5, 1, 3, 3)  # five 3x3 grey filters
+    tiles = weight_tiles(w)
+    image = mosaic(tiles, cols=2)
+    assert image.shape == (3 * 3 + 2, 2 * 3 + 1)  # 3 rows, 2 columns, 1-pixel gaps
+    np.testing.assert_array_equal(image[4:7, 4:7], np.arange(9).reshape(3, 3) / 8)  # tile 3, own scale
+    assert np.isnan(image[3]).all() and np.isnan(image[:, 3]).all()  # the gaps
+    assert np.isnan(image[8:, 4:]).all()  # the sixth place is empty
+    rgb = mosaic(weight_tiles(np.ones((2, 3, 3, 3))), cols=2)
+    assert rgb.shape == (3, 7, 3) and (rgb[:, 3] == 1.0).all()

@@ -24,6 +24,15 @@ def test_preprocess_matches_torchvision_pipeline(raw):
         np.testing.assert_allclose(ours[i], expected, atol=1e-5)
 
 
+def test_grayscale_is_torchvisions_bit_for_bit(raw):
+    # preprocess() writes rgb_to_grayscale out (torchvision costs ~1.6 s to import): same floats.
+    from torchvision.transforms.functional import rgb_to_grayscale
+    colour = torch.from_numpy(preprocess(raw.train_x[:500], grayscale=False))
+    ours = preprocess(raw.train_x[:500], grayscale=True)
+    assert ours.shape == (500, 1, 32, 32) and ours.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(ours, rgb_to_grayscale(colour).numpy())
+
+
 def test_split_sizes_balance_overlap_and_seed(raw):
     train, val = split_indices(raw.train_y, 500, seed=0)
     assert len(train) == 45000 and len(val) == 5000

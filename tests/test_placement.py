@@ -6,7 +6,7 @@ import pytest
 
 from cluster_utils import base_env, private_ray_tmp, run_sweep, trials_table
 from conftest import TINY
-from orchestrator.driver import stage_data
+from orchestrator.driver import DataSets
 from orchestrator.trainable import FAULT_ENV, check_fits, device_data, nbytes
 from search_spaces.study import Trial
 from workloads.config import DataConfig, TrialConfig
@@ -41,7 +41,8 @@ def test_a_trial_fetches_only_its_own_data(ray_local, raw):
     large = small.override({"train_subset": 1000})
     trials = [Trial("s", "a", 0, small), Trial("s", "b", 0, large),
               Trial("s", "b", 1, large.override({"seed": 1}))]
-    refs = stage_data(trials, raw)
+    datasets = DataSets(raw)
+    refs = datasets.stage_data(trials)
     assert set(refs) == {small.data, large.data}
     try:
         d = device_data(refs, large.data, torch.device("cpu"))
@@ -51,8 +52,33 @@ def test_a_trial_fetches_only_its_own_data(ray_local, raw):
         assert device_data(refs, large.data, torch.device("cpu")) is d  # the next trial reuses it
         assert nbytes(stored) == nbytes(prepare(large.data, raw))
         assert list(trainable._device_data) == [(large.data, "cpu")]
+        # Later stages and augmentation variants get the same stored copy.
+        flipped = large.override({"augment": "flip"})
+        again = datasets.stage_data([Trial("t", "b", 0, large), Trial("t", "c", 0, flipped)])
+        assert again == {large.data: refs[large.data], flipped.data: refs[large.data]}
+        assert device_data(again, flipped.data, torch.device("cpu")) is d
+        assert len(datasets.refs) == 2 and not datasets.futures
     finally:
         trainable._device_data.clear()
+
+
+def test_data_sets_are_prepared_ahead_only_for_stages_known_in_advance(raw):
+    """The driver prepares, while Ray starts, the data of every stage that needs no
+    earlier result; a derived stage's data is prepared when the stage comes."""
+    from search_spaces.study import Stage, Study
+    study = Study("demo", "", base=tuple(TINY.items()), stages=(
+        Stage("a", axes=(("train_subset", (300, 400)),)), Stage("b", fixed=(("train_subset", 400),)),
+        Stage("c", derive=lambda earlier: {"train_subset": 500})))
+    datasets = DataSets(raw, study)
+    try:
+        assert [cfg.train_subset for cfg in datasets.futures] == [300, 400]  # b shares a's 400
+        assert all(f.result().train_x.shape == (cfg.train_subset, 1, 32, 32)
+                   for cfg, f in datasets.futures.items())
+        c = study.stage_trials(study.stages[2], {"a": [], "b": []})
+        assert datasets.prepared(c[0].config.data).result().train_x.shape == (500, 1, 32, 32)
+        assert len(datasets.futures) == 3
+    finally:
+        datasets.close()
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import torch
 
 from conftest import TINY
 from workloads import metrics as M
-from workloads.config import TrialConfig
+from workloads.config import TrainConfig, TrialConfig
 from workloads.train import train
 
 CPU = torch.device("cpu")
@@ -80,3 +80,21 @@ def test_cosine_adamw_and_augmentation_resume_exactly(tiny_data):
     assert resumed.records == full.records and resumed.test_acc == full.test_acc
     plain = train(tiny(arch="cnn_3", optimizer="adamw", scheduler="cosine", epochs=2), tiny_data, CPU)
     assert plain.records != full.records  # the augmentation did something
+
+
+def test_evaluation_batches_are_sized_for_the_device_unless_set():
+    from workloads.train import EVAL_BATCH, eval_batch
+    auto = TrainConfig()
+    assert auto.eval_batch_size == 0
+    assert eval_batch(auto, torch.device("cpu")) == EVAL_BATCH["cpu"] == 250
+    assert eval_batch(auto, torch.device("cuda")) == EVAL_BATCH["cuda"]
+    assert eval_batch(TrainConfig(eval_batch_size=64), torch.device("cpu")) == 64
+
+
+def test_convolutions_run_channels_last_on_the_cpu_only():
+    from workloads.models import build_model
+    from workloads.train import memory_format
+    cnn, mlp = build_model("cnn_3"), build_model("mlp_1")
+    assert memory_format(cnn, torch.device("cpu")) == torch.channels_last
+    assert memory_format(mlp, torch.device("cpu")) == torch.contiguous_format
+    assert memory_format(cnn, torch.device("cuda")) == torch.contiguous_format

@@ -18,7 +18,7 @@ from tests.conftest import TINY
 from workloads import metrics as M
 from workloads import vectorized as V
 from workloads.config import ConfigError, TrialConfig
-from workloads.train import DeviceData, accuracy, train
+from workloads.train import DeviceData, accuracy, memory_format, train
 
 CPU = torch.device("cpu")
 PART3 = ("mlp_1", "mlp_2", "cnn_3", "cnn_4", "cnn_5")
@@ -131,6 +131,7 @@ def test_vmapped_evaluation_the_gpu_default_scores_like_the_loop(tiny):
     for k, cfg in enumerate(cfgs):  # the loop is exactly a lone model's evaluation
         torch.manual_seed(cfg.train.seed)
         alone = cfg.model.build((1, 32, 32))
+        alone = alone.to(memory_format=memory_format(alone, CPU))  # as train() lays it out
         assert looped[k].item() == accuracy(alone, tiny.val_x, tiny.val_y, 64)
     assert torch.allclose(vmapped, looped, atol=1 / 200 + 1e-9)  # at most one borderline image
 

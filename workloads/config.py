@@ -44,6 +44,12 @@ class DataConfig:
         _check(not unknown, f"augment: unknown {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
 
     @property
+    def arrays(self) -> "DataConfig":
+        """What prepare() depends on: augmentations are drawn per batch, during training,
+        so configs that differ only in them share one prepared copy."""
+        return replace(self, augment="")
+
+    @property
     def augmentations(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.augment.split(",") if a.strip())
 
@@ -90,7 +96,7 @@ class TrainConfig:
     seed: int = 0
     record_every: int = 10            # steps between record points
     record_grad_norm: bool = False    # first-layer gradient magnitude (part4)
-    eval_batch_size: int = 500        # measured best on one CPU thread
+    eval_batch_size: int = 0          # 0: sized for the device (workloads.train.eval_batch)
     checkpoint_every: int = 20        # record points between checkpoints
 
     def __post_init__(self):
@@ -105,7 +111,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.epochs >= 1, "epochs must be >= 1")
         _check(self.record_every >= 1, "record_every must be >= 1")
-        _check(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        _check(self.eval_batch_size >= 0, "eval_batch_size must be >= 0 (0 = sized for the device)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _check(self.loss in ("cross_entropy", "mse"), f"loss={self.loss!r}: choose cross_entropy or mse")
         sched = tuple(tuple(p) for p in self.lr_schedule)

@@ -47,7 +47,8 @@ from workloads.augment import augment_batch
 from workloads.config import SECTIONS, ConfigError, TrialConfig
 from workloads.data import PreparedData
 from workloads.models import first_layer
-from workloads.train import DeviceData, Outcome, cosine_factor, loss_fn, lr_at, make_optimizer
+from workloads.train import (DeviceData, Outcome, cosine_factor, eval_batch, loss_fn, lr_at, make_optimizer,
+                             memory_format)
 
 PackReport = Callable[[list, Optional[list]], None]
 
@@ -143,6 +144,7 @@ class StackedModel:
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; weights come stacked
         self.k = len(models)
+        self.layout = memory_format(models[0], device)
         self._eval_one = self.one
 
     def one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
@@ -157,9 +159,14 @@ class StackedModel:
         return vmap(self._eval_one, in_dims=(0, 0, None))(self.params, self.buffers, x)
 
     def logits_looped(self, x: torch.Tensor) -> torch.Tensor:
-        """The same as logits(x), one repeat's slices at a time."""
-        return torch.stack([self._eval_one({n: p[k] for n, p in self.params.items()},
-                                           {n: b[k] for n, b in self.buffers.items()}, x)
+        """The same as logits(x), one repeat's slices at a time, in train()'s layout
+        (NHWC on a CPU: 1.4-1.6x faster evaluation). The 4-D weights are cloned with
+        that layout: contiguous() would keep a 1-channel filter bank's NCHW strides,
+        which already count as NHWC-contiguous, and mix layouts from there on."""
+        def repeat(tensors: dict, k: int) -> dict:
+            return {n: t[k].clone(memory_format=self.layout) if t.dim() == 5 else t[k]
+                    for n, t in tensors.items()}
+        return torch.stack([self._eval_one(repeat(self.params, k), repeat(self.buffers, k), x)
                             for k in range(self.k)])
 
     def train(self, mode: bool = True) -> None:
@@ -260,6 +267,7 @@ def train_repeats(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, 
             perms = torch.stack([s["perm"].to(device) for s in resume])
         loss_sum += torch.tensor([float(s["loss_sum"]) for s in resume], device=device)
         records = [list(s["records"]) for s in resume]
+    eval_size = eval_batch(tc, device)
     started = time.perf_counter()
 
     def per_repeat_loss(params, buffers, x, y):
@@ -303,8 +311,8 @@ def train_repeats(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, 
                 # The host syncs once per record point, for all repeats' values together.
                 columns = {M.LOSS: [v / loss_count for v in loss_sum.tolist()],
                            M.TRAIN_ACC: accuracies(model, d.train_eval_x, d.train_eval_y,
-                                                   tc.eval_batch_size, accel).tolist(),
-                           M.VAL_ACC: accuracies(model, d.val_x, d.val_y, tc.eval_batch_size, accel).tolist(),
+                                                   eval_size, accel).tolist(),
+                           M.VAL_ACC: accuracies(model, d.val_x, d.val_y, eval_size, accel).tolist(),
                            M.LR: [optimizer.param_groups[0]["lr"]] * K}
                 if tc.record_grad_norm:
                     grad = model.params[model.first_weight].grad  # (K, ...)
@@ -319,7 +327,7 @@ def train_repeats(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, 
                     report([dict(r[-1]) for r in records], states() if checkpoint else None)
         epoch, batch = epoch + 1, 0
 
-    test_accs = accuracies(model, d.test_x, d.test_y, tc.eval_batch_size, accel).tolist()
+    test_accs = accuracies(model, d.test_x, d.test_y, eval_size, accel).tolist()
     seconds = time.perf_counter() - started
     finals = []
     for k in range(K):
