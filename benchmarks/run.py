@@ -103,15 +103,7 @@ def study_trials(study: Study) -> list:
 
 def planned_work(cfg: TrialConfig) -> tuple[int, int, int]:
     """(training steps, record points, evaluated images) of one run with `cfg`."""
-    d, t = cfg.data, cfg.train
-    def kept(subset: int, whole: int) -> int:
-        return min(subset, whole) if subset else whole
-    n_train = kept(d.train_subset, 50000 - 10 * d.val_per_class)
-    steps = math.ceil(n_train / t.batch_size) * t.epochs
-    records = steps // t.record_every
-    images = (records * (min(d.train_eval_size, n_train) + kept(d.val_subset, 10 * d.val_per_class))
-              + kept(d.test_subset, 10000))
-    return steps, records, images
+    return cfg.work()
 
 
 def add_run(row: "Row", cfg: TrialConfig, n_records: int, test_acc: float, name: str) -> None:

@@ -31,7 +31,7 @@ from search_spaces.study import Study, Trial
 from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
-from workloads.models import first_layer
+from workloads.models import first_layer, multiply_adds
 
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume rebuild the same study
 DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
@@ -194,6 +194,28 @@ class DataSets:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def estimated_cost(cfg, cache: dict | None = None) -> float:
+    """Multiply-adds of a whole run: about three forward passes (forward and backward)
+    per trained image, one per evaluated image. `cache` keeps one count per model."""
+    cache = {} if cache is None else cache
+    key = (cfg.model, cfg.data.in_shape)
+    if key not in cache:
+        cache[key] = multiply_adds(cfg.model.build(cfg.data.in_shape), cfg.data.in_shape)
+    steps, _, evaluated = cfg.work()
+    return cache[key] * (3 * steps * cfg.train.batch_size + evaluated)
+
+
+def longest_first(params: list[dict]) -> list[dict]:
+    """Tune params in descending estimated cost (ties keep their order), which Tune
+    starts in that order: longest first, so that a stage does not end with one long
+    trial on one worker while the others idle (the LPT rule)."""
+    from orchestrator.packed import PACK
+    from orchestrator.trainable import trial_config
+    cache: dict = {}
+    return sorted(params, reverse=True, key=lambda p: sum(
+        estimated_cost(trial_config(m), cache) for m in p.get(PACK, [p])))
+
+
 def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
     from ray import tune
 
@@ -202,6 +224,7 @@ def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
     if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
         from orchestrator.packed import pack_params, run_pack
         run_trial, params = run_pack, pack_params(trials, opts.repeats_per_trial, log=True)
+    params = longest_first(params)
     stage = trials[0].stage
     path = experiment_path(opts, stage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),

@@ -63,3 +63,13 @@ def test_spec_override_is_data():
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ConfigError, match="unknown layer token 'Conv-5x5'"):
         ModelConfig(spec="Conv-5x5, ReLU")
+
+
+def test_multiply_adds_count_convolutions_and_linear_layers():
+    from workloads.models import multiply_adds
+    assert multiply_adds(build_model("mlp_1")) == 1024 * 32 + 32 * 10
+    # cnn_3: 3x3x16 on 32x32 -> 30x30, 5x5x8 -> 26x26, pool 13, 7x7x16 -> 7x7, pool 3, FC 144 -> 10
+    assert multiply_adds(build_model("cnn_3")) == 30 * 30 * 16 * 9 + 26 * 26 * 8 * 16 * 25 + 7 * 7 * 16 * 8 * 49 + 1440
+    model = build_model("resnet18", in_shape=(3, 32, 32))
+    assert 0.55e9 < multiply_adds(model, (3, 32, 32)) < 0.56e9  # the CIFAR ResNet-18's ~0.56 GMACs
+    assert next(model.parameters()).device.type == "cpu"  # counted on a copy

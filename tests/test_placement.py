@@ -81,6 +81,21 @@ def test_data_sets_are_prepared_ahead_only_for_stages_known_in_advance(raw):
         datasets.close()
 
 
+def test_stages_start_their_longest_trials_first():
+    from orchestrator.driver import estimated_cost, longest_first
+    from orchestrator.packed import PACK
+    base = TrialConfig().override(TINY)
+    params = [Trial("s", arch, r, base.override({"arch": arch, "seed": r})).to_param()
+              for arch in ("mlp_1", "cnn_3", "mlp_2", "cnn_4") for r in (0, 1)]
+    order = [(p["group"], p["repeat"]) for p in longest_first(params)]
+    assert order == [("cnn_4", 0), ("cnn_4", 1), ("cnn_3", 0), ("cnn_3", 1),
+                     ("mlp_2", 0), ("mlp_2", 1), ("mlp_1", 0), ("mlp_1", 1)]  # ties keep their order
+    longer = base.override({"arch": "mlp_1", "epochs": 3})
+    assert estimated_cost(longer) > 2.5 * estimated_cost(base.override({"arch": "mlp_1"}))
+    pack = {**params[0], PACK: params[:2]}  # two mlp_1 repeats in one trial cost both
+    assert longest_first([params[1], pack])[0] is pack
+
+
 @pytest.mark.slow
 def test_quarter_gpus_run_four_trials_per_gpu(data_dir, raw, tmp_path):
     """--gpus-per-trial 0.25 on one logical GPU: never more than four trials at

@@ -131,11 +131,28 @@ class TrialConfig:
 
     def __post_init__(self):
         # A run with no record point would have no curves to report.
-        n = self.data.train_subset or 50000 - 10 * self.data.val_per_class
-        steps = -(-n // self.train.batch_size) * self.train.epochs
+        steps = self.work()[0]
         _check(steps >= self.train.record_every,
                f"record_every={self.train.record_every} exceeds the run's {steps} steps "
-               f"({n} images, batch {self.train.batch_size}, {self.train.epochs} epochs): nothing would be recorded")
+               f"({self.train_images} images, batch {self.train.batch_size}, {self.train.epochs} epochs): "
+               f"nothing would be recorded")
+
+    @property
+    def train_images(self) -> int:
+        whole = 50000 - 10 * self.data.val_per_class
+        return min(self.data.train_subset, whole) if self.data.train_subset else whole
+
+    def work(self) -> tuple[int, int, int]:
+        """(training steps, record points, evaluated images) of one run: what train() does."""
+        d, t = self.data, self.train
+        def kept(subset: int, whole: int) -> int:
+            return min(subset, whole) if subset else whole
+        n = self.train_images
+        steps = -(-n // t.batch_size) * t.epochs
+        records = steps // t.record_every
+        images = (records * (min(d.train_eval_size, n) + kept(d.val_subset, 10 * d.val_per_class))
+                  + kept(d.test_subset, 10000))
+        return steps, records, images
 
     def to_flat(self) -> dict:
         return {f.name: getattr(part, f.name)

@@ -19,6 +19,7 @@ is appended to every preset and never scaled.
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -170,3 +171,24 @@ def first_layer(model: nn.Module) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def multiply_adds(model: nn.Module, in_shape=(1, 32, 32)) -> int:
+    """Multiply-adds of one image's forward pass through the convolutions and linear
+    layers (what dominates these models' cost), from one pass of a meta-device copy."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            total += output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+        else:
+            total += output.numel() * module.in_features
+
+    shadow = copy.deepcopy(model).to("meta")
+    for m in shadow.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(count)
+    with torch.no_grad():
+        shadow(torch.empty((1, *in_shape), device="meta"))
+    return total
