@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -47,6 +46,8 @@ from pathlib import Path
 
 import torch
 
+from orchestrator.driver import TRIALS_FILE
+from orchestrator.trainable import FINISHED, STARTED
 from search_spaces import get_study
 from search_spaces.study import Study
 from workloads.config import TrialConfig
@@ -224,10 +225,21 @@ def row_sweep(study: Study, data_dir: Path, cores: int, repeats_per_trial: int =
         row.extra["trial_seconds"] = sum(r.wall_s for r in records)
         row.wall_s = clock.wall_s
         row.busy = row.extra["trial_seconds"] / (clock.wall_s * cores)
+        row.extra.update(trial_phase(out / "run" / TRIALS_FILE, row.extra["trial_seconds"], cores))
     finally:
         ray.shutdown()
         shutil.rmtree(out, ignore_errors=True)
     return row
+
+
+def trial_phase(trials_csv: Path, trial_seconds: float, cores: int) -> dict:
+    """The sweep between its first trial's start and its last trial's end (trials.csv):
+    how long that was, and the cores' utilisation within it. What lies outside it
+    (Ray's start, the trial processes' start, the report) is the sweep's fixed cost."""
+    import pandas as pd
+    t = pd.read_csv(trials_csv)
+    span = float(t[FINISHED].max() - t[STARTED].min())
+    return {"trial_phase_s": span, "trial_phase_busy": trial_seconds / (span * cores)}
 
 
 def machine() -> dict:
@@ -257,6 +269,11 @@ def table(rows: list[Row]) -> str:
 def comparisons(rows: list[Row]) -> list[str]:
     by = {r.name: r for r in rows}
     out = []
+    for r in rows:
+        if "trial_phase_s" in r.extra:
+            out.append(f"{r.label}: utilisation {r.busy:.2f} of its wall, {r.extra['trial_phase_busy']:.2f} "
+                       f"from its first trial's start to its last trial's end ({r.extra['trial_phase_s']:.1f} s; "
+                       f"{r.wall_s - r.extra['trial_phase_s']:.1f} s outside it)")
     pairs = (("train", "vectorized", "vectorized vs separate runs, one process (row 2 / row 3)"),
              ("sweep", "sweep_packed", "vectorized vs separate trials, Ray Tune (row 4 / row 5)"),
              ("baseline", "sweep", "sweep vs hand-written loop (row 1 / row 4)"))

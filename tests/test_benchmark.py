@@ -59,3 +59,16 @@ def test_a_timed_subset_of_baseline_runs_is_scaled(study, data_dir, monkeypatch)
     row = B.row_baseline(study, data_dir, 1, CPU)
     assert calls == [0] and row.runs == 2 and row.steps == 20 and row.images == 2000
     assert row.note.startswith("timed 1 of 2 runs per arch, scaled")
+
+
+def test_trial_phase_is_first_start_to_last_end(tmp_path):
+    import pandas as pd
+
+    from orchestrator.trainable import FINISHED, STARTED
+    path = tmp_path / "trials.csv"
+    pd.DataFrame({STARTED: [100.0, 101.0, 104.0], FINISHED: [104.0, 106.0, 110.0]}).to_csv(path)
+    phase = B.trial_phase(path, trial_seconds=15.0, cores=2)
+    assert phase == {"trial_phase_s": 10.0, "trial_phase_busy": 0.75}
+    row = B.Row("sweep", "4 Ray Tune sweep", wall_s=16.0, busy=15.0 / 32, extra=phase)
+    assert B.comparisons([row]) == ["4 Ray Tune sweep: utilisation 0.47 of its wall, 0.75 from its first "
+                                    "trial's start to its last trial's end (10.0 s; 6.0 s outside it)"]
