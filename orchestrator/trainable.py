@@ -51,6 +51,7 @@ FAULT_ENV = "ORCHESTRATOR_TEST_FAULT"
 STALLED = "test_stalled"         # in the report before a stall, for tests to wait on
 
 _device_data: dict = {}          # {(DataConfig, device): DeviceData}, one entry per process
+_said_no_cuda: list = []         # non-empty once this process has said it has no CUDA
 
 
 def trial_name(param: dict) -> str:
@@ -66,8 +67,10 @@ def pick_device() -> torch.device:
     if ray.get_gpu_ids():
         if torch.cuda.is_available():
             return torch.device("cuda", 0)
-        print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
-              f"training on the CPU", file=sys.stderr, flush=True)
+        if not _said_no_cuda:  # once per process, not for every trial a reused actor runs
+            _said_no_cuda.append(True)
+            print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
+                  f"training on the CPU", file=sys.stderr, flush=True)
     return torch.device("cpu")
 
 

@@ -113,9 +113,9 @@ def test_quarter_gpus_run_four_trials_per_gpu(data_dir, raw, tmp_path):
     # Each trial was given GPU 0 and its process sees only that device.
     assert (t["gpu_ids"] == "0").all() and (t["cuda_visible_devices"] == "0").all()
     assert max_overlap(t["started_at"], t["finished_at"]) == 4
-    # This torch has no CUDA: each trial says so once, then trains on the CPU.
+    # This torch has no CUDA: each trial process says so once, then trains on the CPU.
     assert (t["device"] == "cpu").all()
-    assert log.read_text().count(NO_CUDA) == 5
+    assert log.read_text().count(NO_CUDA) == t["pid"].nunique() >= 4
     # What each holds: its own data set, at its subset sizes.
     data = prepare(DataConfig(**{k: v for k, v in TINY.items() if k in DataConfig.__dataclass_fields__}),
                    raw)
