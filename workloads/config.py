@@ -139,19 +139,16 @@ class TrialConfig:
 
     @property
     def train_images(self) -> int:
-        whole = 50000 - 10 * self.data.val_per_class
-        return min(self.data.train_subset, whole) if self.data.train_subset else whole
+        return _kept(self.data.train_subset, 50000 - 10 * self.data.val_per_class)
 
     def work(self) -> tuple[int, int, int]:
         """(training steps, record points, evaluated images) of one run: what train() does."""
         d, t = self.data, self.train
-        def kept(subset: int, whole: int) -> int:
-            return min(subset, whole) if subset else whole
         n = self.train_images
         steps = -(-n // t.batch_size) * t.epochs
         records = steps // t.record_every
-        images = (records * (min(d.train_eval_size, n) + kept(d.val_subset, 10 * d.val_per_class))
-                  + kept(d.test_subset, 10000))
+        images = (records * (min(d.train_eval_size, n) + _kept(d.val_subset, 10 * d.val_per_class))
+                  + _kept(d.test_subset, 10000))
         return steps, records, images
 
     def to_flat(self) -> dict:
@@ -186,6 +183,11 @@ class TrialConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FIELDS = {f.name: s for s, k in SECTIONS.items() for f in fields(k)}
 FIELD_TYPES = {name: typ for k in SECTIONS.values() for name, typ in typing.get_type_hints(k).items()}
+
+
+def _kept(subset: int, whole: int) -> int:
+    """Images a split keeps: the subset (0 = all), at most the whole split."""
+    return min(subset, whole) if subset else whole
 
 
 def _check(ok: bool, message: str) -> None:

@@ -26,10 +26,10 @@ BATCH_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.247, 0.243, 0.261)
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), applied in its order; written
 # out here because importing torchvision costs ~1.6 s in a process that only preprocesses.
 LUMA = (0.2989, 0.587, 0.114)
-STD = (0.247, 0.243, 0.261)
 NUM_CLASSES = 10
 
 
