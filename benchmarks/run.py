@@ -102,14 +102,9 @@ def study_trials(study: Study) -> list:
     return [t for stage in study.stages for t in study.stage_trials(stage, {})]
 
 
-def planned_work(cfg: TrialConfig) -> tuple[int, int, int]:
-    """(training steps, record points, evaluated images) of one run with `cfg`."""
-    return cfg.work()
-
-
 def add_run(row: "Row", cfg: TrialConfig, n_records: int, test_acc: float, name: str) -> None:
     """Count one finished run's work, checking it is the planned work."""
-    steps, records, images = planned_work(cfg)
+    steps, records, images = cfg.work()
     row.steps, row.images, row.runs = row.steps + steps, row.images + images, row.runs + 1
     row.extra.setdefault("test_acc", {})[name] = test_acc
     if n_records != records:
@@ -153,10 +148,11 @@ def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device
             walls.append(clock.wall_s)
             timed_cpu += clock.cpu_s
             add_run(row, t.config, len(r["records"]), r["test_acc"], t.name)
-            if r["evaluated_images"] != planned_work(t.config)[2] or r["steps"] != planned_work(t.config)[0]:
+            steps, _, images = t.config.work()
+            if r["evaluated_images"] != images or r["steps"] != steps:
                 row.note += f" {t.name}: baseline work differs from the plan!"
         for t in members[len(timed):]:  # not timed: counted at the timed runs' mean
-            add_run(row, t.config, planned_work(t.config)[1], float("nan"), t.name)
+            add_run(row, t.config, t.config.work()[1], float("nan"), t.name)
         timed_wall += sum(walls)
         row.wall_s += sum(walls) / len(walls) * len(members)
         if len(timed) < len(members) and not row.note.startswith("timed"):

@@ -258,14 +258,23 @@ def _trial_name(trial) -> str:
     return trial_name(trial.config["trial"])
 
 
+def failure(result) -> str | None:
+    """Why a Tune result holds no finished run (its error's last line, or "unfinished"), else None."""
+    if result.error is not None:
+        return str(result.error).strip().splitlines()[-1]
+    if result.checkpoint is None or M.TEST_ACC not in result.metrics:
+        return "unfinished"
+    return None
+
+
 def collect(grid) -> tuple[list[RunRecord], list[str]]:
     """RunRecords of the finished trials, and one line for each failed one."""
     from orchestrator.trainable import load_state, trial_name
     records, failed = [], []
     for result in grid:
         param = result.config["trial"]
-        if result.error is not None or result.checkpoint is None or M.TEST_ACC not in result.metrics:
-            reason = str(result.error).strip().splitlines()[-1] if result.error else "unfinished"
+        reason = failure(result)
+        if reason:
             failed.append(f"{trial_name(param)}: {reason}")
             continue
         state = load_state(result.checkpoint)

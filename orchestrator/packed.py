@@ -94,7 +94,7 @@ def run_pack(config: dict, data: dict) -> None:
 
 def collect(grid) -> tuple[list, list[str]]:
     """RunRecords of every finished repeat (packed or not), and one line per failed trial."""
-    from orchestrator.driver import collect as collect_single, run_record
+    from orchestrator.driver import collect as collect_single, failure, run_record
     results = list(grid)
     records, failed = collect_single([r for r in results if PACK not in r.config["trial"]])
     for result in results:
@@ -102,8 +102,8 @@ def collect(grid) -> tuple[list, list[str]]:
         if PACK not in param:
             continue
         members = param[PACK]
-        if result.error is not None or result.checkpoint is None or M.TEST_ACC not in result.metrics:
-            reason = str(result.error).strip().splitlines()[-1] if result.error else "unfinished"
+        reason = failure(result)
+        if reason:
             failed.append(f"{trial_name(param)} (repeats {', '.join(str(p['repeat']) for p in members)}): "
                           f"{reason}")
             continue

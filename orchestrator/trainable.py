@@ -51,7 +51,7 @@ FAULT_ENV = "ORCHESTRATOR_TEST_FAULT"
 STALLED = "test_stalled"         # in the report before a stall, for tests to wait on
 
 _device_data: dict = {}          # {(DataConfig, device): DeviceData}, one entry per process
-_said_no_cuda: list = []         # non-empty once this process has said it has no CUDA
+_said_no_cuda = False            # this process has said it has no CUDA
 
 
 def trial_name(param: dict) -> str:
@@ -64,11 +64,12 @@ def trial_config(param: dict) -> TrialConfig:
 
 def pick_device() -> torch.device:
     """The GPU Ray gave this trial (Ray sets CUDA_VISIBLE_DEVICES to it), else the CPU."""
+    global _said_no_cuda
     if ray.get_gpu_ids():
         if torch.cuda.is_available():
             return torch.device("cuda", 0)
         if not _said_no_cuda:  # once per process, not for every trial a reused actor runs
-            _said_no_cuda.append(True)
+            _said_no_cuda = True
             print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
                   f"training on the CPU", file=sys.stderr, flush=True)
     return torch.device("cpu")

@@ -20,10 +20,10 @@ def study():
 def test_planned_work_counts_what_a_run_does(study):
     cfg = B.study_trials(study)[0].config
     # 500 images in batches of 50, one epoch; a record every 5 steps scores 200 + 200 images
-    assert B.planned_work(cfg) == (10, 2, 2 * (200 + 200) + 200)
+    assert cfg.work() == (10, 2, 2 * (200 + 200) + 200)
     full = B.bench_study("full", 300, 1, "cnn_3").stage_trials(B.bench_study("full", 300, 1, "cnn_3").stages[0], {})
     # the assignment's per-step work: 5,000 + 5,000 images every 10 steps, all 10,000 test images
-    assert B.planned_work(full[0].config) == (300, 30, 30 * 10000 + 10000)
+    assert full[0].config.work() == (300, 30, 30 * 10000 + 10000)
 
 
 def test_rows_do_the_same_work_and_the_table_shows_them(study, data_dir):
