@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from search_spaces import get_study, studies
-from search_spaces.study import Study
+from search_spaces.study import Study, plan_runs
 from workloads.config import ConfigError
 from workloads.data import DataError, load_cifar10, resolve_data_dir
 
@@ -92,18 +92,23 @@ def plan_lines(study: Study) -> list[str]:
             lines.append(f"stage {stage.name}: grid computed from earlier stages' results")
             continue
         trials = study.stage_trials(stage, {})
-        lines.append(f"stage {stage.name}: {len(trials)} trials")
-        base = trials[0].config.to_flat()
-        varying = sorted({k for t in trials for k, v in t.config.to_flat().items() if v != base[k]})
+        runs = plan_runs(trials, stage.prefix)
+        lines.append(f"stage {stage.name}: {len(runs)} trials" +
+                     (f", {len(trials)} results" if len(trials) != len(runs) else ""))
+        base = runs[0].config.to_flat()
+        varying = sorted({k for r in runs for k, v in r.config.to_flat().items() if v != base[k]})
         lines.append("  shared: " + ", ".join(f"{k}={v}" for k, v in base.items() if k not in varying))
-        for t in trials:
-            flat = t.config.to_flat()
-            lines.append(f"  {t.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying))
+        for r in runs:
+            flat = r.config.to_flat()
+            serves = [t.name for t in r.trials[1:]]
+            lines.append(f"  {r.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying)
+                         + (f"  (also serves {', '.join(serves)})" if serves else ""))
     return lines
 
 
 def trial_count(study: Study) -> str:
-    counts = [str(len(study.stage_trials(s, {}))) if s.derive is None else "?" for s in study.stages]
+    counts = [str(len(plan_runs(study.stage_trials(s, {}), s.prefix))) if s.derive is None else "?"
+              for s in study.stages]
     return "+".join(counts)
 
 
@@ -241,6 +246,8 @@ def cmd_sweep(args, argv) -> int:
             raise
     if "summary" in summary:
         print(summary["summary"].to_string(index=False))
+    for line in summary.get("diverged", []):
+        print(f"diverged: {line}")
     print(f"results in {out}")
     return 0
 

@@ -19,19 +19,19 @@ import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.provenance import provenance
-from results.aggregate import RunRecord
+from results.aggregate import RunRecord, prefix_record
 from results.io import write_csv, write_json
-from search_spaces.study import Study, Trial
+from search_spaces.study import Run, Study, Trial, plan_runs
 from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
-from workloads.models import first_layer, multiply_adds
+from workloads.models import multiply_adds
 
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume rebuild the same study
 DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
@@ -179,11 +179,11 @@ class DataSets:
             self.futures[key] = self.pool.submit(prepare, key, self.raw)
         return self.futures.get(key)
 
-    def stage_data(self, trials: list[Trial]) -> dict:
-        """{DataConfig: ObjectRef} for the trials' configs; a trial fetches only its own."""
+    def stage_data(self, configs) -> dict:
+        """{DataConfig: ObjectRef} for the runs' configs; a trial fetches only its own."""
         import ray
         out = {}
-        for cfg in {t.config.data for t in trials}:
+        for cfg in {c.data for c in configs}:
             if cfg.arrays not in self.refs:  # stored; the driver's copy is dropped
                 self.refs[cfg.arrays] = ray.put(self.prepared(cfg).result())
                 del self.futures[cfg.arrays]
@@ -216,16 +216,22 @@ def longest_first(params: list[dict]) -> list[dict]:
         estimated_cost(trial_config(m), cache) for m in p.get(PACK, [p])))
 
 
-def run_stage(study: Study, trials: list[Trial], data: dict, opts: Options):
+def run_param(run: Run) -> dict:
+    """The dict Tune stores as a run's config: its first trial's names, the run's flat config."""
+    t = run.trials[0]
+    return {"stage": t.stage, "group": t.group, "repeat": t.repeat, **run.config.to_flat()}
+
+
+def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
     from ray import tune
 
     from orchestrator.trainable import run_trial
-    params = [t.to_param() for t in trials]
+    params = [run_param(r) for r in runs]
     if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
         from orchestrator.packed import pack_params, run_pack
-        run_trial, params = run_pack, pack_params(trials, opts.repeats_per_trial, log=True)
+        run_trial, params = run_pack, pack_params(params, opts.repeats_per_trial, log=True)
     params = longest_first(params)
-    stage = trials[0].stage
+    stage = runs[0].trials[0].stage
     path = experiment_path(opts, stage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
                                     {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -262,39 +268,49 @@ def failure(result) -> str | None:
     """Why a Tune result holds no finished run (its error's last line, or "unfinished"), else None."""
     if result.error is not None:
         return str(result.error).strip().splitlines()[-1]
-    if result.checkpoint is None or M.TEST_ACC not in result.metrics:
+    if result.checkpoint is None or not (result.metrics or {}).get(M.DONE):
         return "unfinished"
     return None
 
 
-def collect(grid) -> tuple[list[RunRecord], list[str]]:
-    """RunRecords of the finished trials, and one line for each failed one."""
+def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
+    """{run name: RunRecord} of the runs that ended (finished or diverged), and one line
+    for each failed one."""
     from orchestrator.trainable import load_state, trial_name
-    records, failed = [], []
+    records, failed = {}, []
     for result in grid:
         param = result.config["trial"]
         reason = failure(result)
         if reason:
             failed.append(f"{trial_name(param)}: {reason}")
             continue
-        state = load_state(result.checkpoint)
-        records.append(run_record(param, state, float(result.metrics[M.TEST_ACC]),
-                                  float(result.metrics.get("time_total_s", 0.0))))
+        records[trial_name(param)] = run_record(param, load_state(result.checkpoint),
+                                                float(result.metrics.get("time_total_s", 0.0)))
     return records, failed
 
 
-def run_record(param: dict, state: dict, test_acc: float, wall_s: float) -> RunRecord:
-    """A finished run as aggregation sees it, from its Tune params and final state
-    (which holds every record, also those from before a restore)."""
-    from orchestrator.trainable import trial_config
-    cfg = trial_config(param)
-    model = cfg.model.build(cfg.data.in_shape)  # as train() built it
-    model.load_state_dict(state["model"])
+def run_record(param: dict, state: dict, wall_s: float) -> RunRecord:
+    """An ended run as aggregation sees it, from its Tune params and final state (which
+    holds every record, also those from before a restore, and the final metrics)."""
+    final = state["final"]
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
         config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-        curves=pd.DataFrame(state["records"]), test_acc=test_acc, wall_s=wall_s,
-        first_layer=first_layer(model).weight.detach().numpy().copy(), state_dict=state["model"])
+        curves=pd.DataFrame(state["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
+        first_layer=state["model"][state["first_key"]].numpy().copy(), state_dict=state["model"],
+        status=final[M.STATUS], parameters=int(final[M.PARAMETERS]),
+        train_seconds=float(final[M.TRAIN_SECONDS]), diverged_at=final.get(M.DIVERGED_AT))
+
+
+def serve(record: RunRecord, run: Run) -> list[RunRecord]:
+    """The results of every trial a run served: itself, identical trials, shorter prefixes."""
+    out = []
+    for t in run.trials:
+        r = record if t.config.train.epochs == run.config.train.epochs else \
+            prefix_record(record, t.config.train.epochs, t.config.to_flat())
+        out.append(replace(r, stage=t.stage, group=t.group, repeat=t.repeat, config=t.config.to_flat(),
+                           changes=t.changes))
+    return out
 
 
 def trial_rows(grid) -> list[dict]:
@@ -303,7 +319,8 @@ def trial_rows(grid) -> list[dict]:
     rows = []
     for result in grid:
         param, m = result.config["trial"], result.metrics or {}
-        status = "error" if result.error else "done" if M.TEST_ACC in m else "unfinished"
+        status = ("error" if result.error else "unfinished" if not m.get(M.DONE)
+                  else M.DIVERGED if m.get(M.STATUS) == M.DIVERGED else "done")
         rows.append({"stage": param["stage"], "trial": trial_name(param), "status": status,
                      M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get("time_total_s"),
                      **{k: m.get(k) for k in ("hostname", "node_ip", "pid") + PLACEMENT}})
@@ -332,30 +349,54 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=No
 
 def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: DataSets) -> dict:
     results, plans, rows = {}, {}, []
+    done: dict = {}       # run config -> RunRecord: a trial asking for it again reuses it
+    groups: dict = {}     # group -> stage: names are unique across a study
     for stage in study.stages:
         trials = study.stage_trials(stage, results)
-        plans[stage.name] = [t.to_param() for t in trials]
-        print(f"[{study.name}] stage {stage.name}: {len(trials)} trials -> {experiment_path(opts, stage.name)}",
-              file=sys.stderr, flush=True)
-        grid = run_stage(study, trials, datasets.stage_data(trials), opts)
-        order = {t.name: i for i, t in enumerate(trials)}  # the plan's order, not Tune's
-        planned, collector = set(order), collect
-        if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
-            from orchestrator import packed
-            planned, collector = packed.trial_names(trials, opts.repeats_per_trial), packed.collect
-        ran = {row["trial"] for row in trial_rows(grid)}
-        if ran != planned:  # a restored stage whose trials are not this study's
-            raise ConfigError(f"{experiment_path(opts, stage.name)} holds trials {sorted(ran - planned)[:3]} "
-                              f"that this study does not plan (and lacks {sorted(planned - ran)[:3]}): "
-                              f"resume with the study, --quick and overrides it was started with")
-        records, failed = collector(grid)
-        records.sort(key=lambda r: order[f"{r.group}_r{r.repeat}"])
-        rows += sorted(trial_rows(grid), key=lambda row: order[row["trial"]])
-        write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
-        if failed:
-            raise SweepError(f"stage {stage.name}: {len(failed)} of {len(trials)} trials failed "
-                             f"(rerun with --resume to retry them): " + "; ".join(failed[:3]))
-        results[stage.name] = records
+        for t in trials:
+            if groups.setdefault(t.group, stage.name) != stage.name:
+                raise ConfigError(f"stage {stage.name}: group {t.group!r} is already stage "
+                                  f"{groups[t.group]}'s; group names must be unique in a study")
+        runs = plan_runs(trials, stage.prefix)
+        todo = [r for r in runs if r.config not in done]
+        plans[stage.name] = [run_param(r) for r in runs]
+        reused = len(runs) - len(todo)
+        print(f"[{study.name}] stage {stage.name}: {len(trials)} results from {len(runs)} runs"
+              + (f" ({reused} reused from earlier stages)" if reused else "")
+              + f" -> {experiment_path(opts, stage.name)}", file=sys.stderr, flush=True)
+        if todo:
+            _run_todo(study, stage.name, todo, opts, datasets, done, rows)
+        results[stage.name] = [r for run in runs for r in serve(done[run.config], run)]
+        order = {t.name: i for i, t in enumerate(trials)}  # the plan's order
+        results[stage.name].sort(key=lambda r: order[f"{r.group}_r{r.repeat}"])
     summary = study.report(results, opts.out, study) if study.report else {}
     write_json(opts.out / DONE_FILE, provenance(study, opts, plans, argv))
-    return {"results": results, **summary}
+    diverged = [f"{r.group}_r{r.repeat} (step {r.diverged_at})" for recs in results.values()
+                for r in recs if r.status == M.DIVERGED]
+    return {"results": results, "diverged": diverged, **summary}
+
+
+def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets: DataSets, done: dict,
+              rows: list) -> None:
+    """Train `runs` as one Tune experiment: their records go into `done`, their rows into
+    `rows` and trials.csv (also when some failed, which then ends the sweep)."""
+    grid = run_stage(study, runs, datasets.stage_data([r.config for r in runs]), opts)
+    order = {r.name: i for i, r in enumerate(runs)}
+    planned, collector = set(order), collect
+    if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
+        from orchestrator import packed
+        planned = packed.trial_names([run_param(r) for r in runs], opts.repeats_per_trial)
+        collector = packed.collect
+    ran = {row["trial"] for row in trial_rows(grid)}
+    if ran != planned:  # a restored stage whose trials are not this study's
+        raise ConfigError(f"{experiment_path(opts, stage)} holds trials {sorted(ran - planned)[:3]} "
+                          f"that this study does not plan (and lacks {sorted(planned - ran)[:3]}): "
+                          f"resume with the study, --quick and overrides it was started with")
+    records, failed = collector(grid)
+    rows += sorted(trial_rows(grid), key=lambda row: order.get(row["trial"], len(order)))
+    write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
+    if failed:
+        raise SweepError(f"stage {stage}: {len(failed)} of {len(planned)} trials failed "
+                         f"(rerun with --resume to retry them): " + "; ".join(failed[:3]))
+    for run in runs:
+        done[run.config] = records[run.name]

@@ -29,28 +29,28 @@ PACK = "pack"          # a packed trial's param: the member trials' params, in r
 REPEATS = "repeats"    # a packed checkpoint: the members' train()-format states, same order
 
 
-def pack_params(trials: list, per_trial: int, log: bool = False) -> list[dict]:
-    """Tune params for `trials` (Study.stage_trials order): runs of consecutive repeats
-    of one group, up to `per_trial` each, become one packed param; the rest stay single."""
+def pack_params(runs: list[dict], per_trial: int, log: bool = False) -> list[dict]:
+    """Tune params for `runs` (run params, in plan order): consecutive repeats of one group,
+    up to `per_trial` each, become one packed param; the rest stay single."""
     params = []
-    for (_, group), members in itertools.groupby(trials, key=lambda t: (t.stage, t.group)):
+    for (_, group), members in itertools.groupby(runs, key=lambda p: (p["stage"], p["group"])):
         members = list(members)
-        reason = why_not_vectorized(members[0].config) if per_trial > 1 and len(members) > 1 else None
+        reason = why_not_vectorized(trial_config(members[0])) if per_trial > 1 and len(members) > 1 else None
         if reason and log:
             print(f"[packed] {group}: one model per trial ({reason})", file=sys.stderr, flush=True)
         size = 1 if reason else per_trial
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
-            param = chunk[0].to_param()
+            param = dict(chunk[0])
             if len(chunk) > 1:
-                param[PACK] = [t.to_param() for t in chunk]
+                param[PACK] = [dict(p) for p in chunk]
             params.append(param)
     return params
 
 
-def trial_names(trials: list, per_trial: int) -> set[str]:
+def trial_names(runs: list[dict], per_trial: int) -> set[str]:
     """The names Tune's trials get: a pack is named after its first repeat."""
-    return {trial_name(p) for p in pack_params(trials, per_trial)}
+    return {trial_name(p) for p in pack_params(runs, per_trial)}
 
 
 def test_acc_key(repeat: int) -> str:
@@ -59,12 +59,12 @@ def test_acc_key(repeat: int) -> str:
 
 def pack_metrics(metrics: list[dict], repeats: list[int]) -> dict:
     """What Tune sees of a pack: the members' mean of every number, each one's test accuracy."""
-    out = {key: sum(m[key] for m in metrics) / len(metrics) for key in metrics[0]
+    shared = [key for key in metrics[0] if all(key in m for m in metrics)]
+    out = {key: sum(m[key] for m in metrics) / len(metrics) for key in shared
            if isinstance(metrics[0][key], (int, float))}
-    out[M.STEP] = metrics[0][M.STEP]
-    if M.TEST_ACC in metrics[0]:
+    out[M.STEP] = max(m[M.STEP] for m in metrics)
+    if M.DONE in metrics[0]:
         out.update({test_acc_key(r): m[M.TEST_ACC] for r, m in zip(repeats, metrics)})
-        out[M.DONE] = 1
     return out
 
 
@@ -92,8 +92,8 @@ def run_pack(config: dict, data: dict) -> None:
     train_repeats(cfgs, d, device, report=report, resume=resume)
 
 
-def collect(grid) -> tuple[list, list[str]]:
-    """RunRecords of every finished repeat (packed or not), and one line per failed trial."""
+def collect(grid) -> tuple[dict, list[str]]:
+    """{run name: RunRecord} of every ended repeat (packed or not), and one line per failed trial."""
     from orchestrator.driver import collect as collect_single, failure, run_record
     results = list(grid)
     records, failed = collect_single([r for r in results if PACK not in r.config["trial"]])
@@ -111,5 +111,5 @@ def collect(grid) -> tuple[list, list[str]]:
         # Each repeat's share of the pack's time, so that summed trial time stays true.
         wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
         for p, state in zip(members, states):
-            records.append(run_record(p, state, float(result.metrics[test_acc_key(p["repeat"])]), wall))
+            records[trial_name(p)] = run_record(p, state, wall)
     return records, failed

@@ -17,39 +17,64 @@ import numpy as np
 from results.io import save_figure
 from workloads import metrics as M
 
-TITLES = {M.LOSS: "training loss", M.TRAIN_ACC: "training accuracy",
-          M.VAL_ACC: "validation accuracy", M.GRAD_NORM: "first-layer gradient norm"}
+TITLES = M.TITLES
 
 
-def band(ax, steps, mean, std, label, **kw):
-    line, = ax.plot(steps, mean, label=label, lw=1.2, **kw)
-    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+def band(ax, x, mean, std, label, **kw):
+    """A mean curve with a +-std band, skipping points no run reached (NaN)."""
+    x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.asarray(std, float)
+    ok = np.isfinite(mean) & np.isfinite(x)
+    line, = ax.plot(x[ok], mean[ok], label=label, lw=1.2, **kw)
+    ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2, lw=0)
     return line
 
 
-def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, title: str = "") -> None:
-    """One panel per metric (mean +- std over repeats), and test-accuracy bars."""
+def mark_divergence(ax, a, metric: str, x: str, color) -> None:
+    """An x at the last record of every run of the group that diverged."""
+    for r in a.runs:
+        if r.finished or metric not in r.curves or not r.curves[metric].notna().any():
+            continue
+        last = r.curves[r.curves[metric].notna()].iloc[-1]
+        ax.plot([last[x]], [last[metric]], "x", ms=9, mew=2, color=color, zorder=4)
+
+
+def label_of(group: str, a) -> str:
+    return f"{group} (n={a.n}" + (f", {a.n_diverged} diverged)" if a.n_diverged else ")")
+
+
+def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, title: str = "",
+                    x: str = M.STEP, log: tuple = ()) -> None:
+    """One panel per metric (mean +- std over repeats, x marking where a run diverged) against
+    steps or epochs, and test-accuracy bars (mean +- std of the finished runs, and the best)."""
     panels = len(metrics) + (1 if test_bars else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
     axes = axes[0]
     for ax, metric in zip(axes, metrics):
         for group, a in aggs.items():
             if metric in a.mean:
-                band(ax, a.steps, a.mean[metric], a.std[metric], f"{group} (n={a.n})")
-        ax.set_title(TITLES.get(metric, metric))
-        ax.set_xlabel("step")
-        if metric == M.GRAD_NORM:
+                xs = a.steps if x == M.STEP else a.mean[x]
+                line = band(ax, xs, a.mean[metric], a.std[metric], label_of(group, a))
+                mark_divergence(ax, a, metric, x, line.get_color())
+        ax.set_title(TITLES.get(metric, metric) + (" (log scale)" if metric in log else ""))
+        ax.set_xlabel(x)
+        if metric == M.GRAD_NORM or metric in log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    if any(a.n_diverged for a in aggs.values()):
+        axes[0].plot([], [], "x", color="black", label="diverged (last record)")
     axes[0].legend(fontsize=7)
     if test_bars:
         ax = axes[-1]
         names = list(aggs)
-        means = [aggs[g].test_mean for g in names]
-        stds = [aggs[g].test_std for g in names]
-        ax.bar(names, means, yerr=stds, capsize=3, color="tab:blue", alpha=0.7, label="mean +- std")
-        ax.scatter(names, [aggs[g].test_accs.max() for g in names], color="black", marker="_",
-                   s=200, label="best", zorder=3)
+        means = [aggs[g].test_mean if aggs[g].n else np.nan for g in names]
+        stds = [aggs[g].test_std if aggs[g].n > 1 else np.nan for g in names]
+        ax.bar(names, np.nan_to_num(means), yerr=stds, capsize=3, color="tab:blue", alpha=0.7,
+               label="mean +- std")
+        ax.scatter(names, [aggs[g].test_accs.max() if aggs[g].n else np.nan for g in names], color="black",
+                   marker="_", s=200, label="best", zorder=3)
+        for i, g in enumerate(names):
+            if not aggs[g].n:
+                ax.annotate("diverged", (i, 0), ha="center", va="bottom", rotation=90, fontsize=7)
         ax.set_title("test accuracy")
         ax.tick_params(axis="x", rotation=45)
         ax.legend(fontsize=7)

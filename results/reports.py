@@ -15,16 +15,14 @@ from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.io import save_torch, write_csv, write_json, write_pickle
 from results.plots import plot_comparison, plot_first_layer, plot_schedules
 from workloads import metrics as M
-from workloads.models import build_model, count_parameters
-from workloads.train import default_lr
+from workloads.components import OPTIMIZERS
 
 
 def part3_report(results: dict, out: Path, study) -> dict:
-    aggs = aggregate_groups(results["train"])
+    aggs = aggregate_groups(results["train"], select=study.select)
     extra = {}
     for name, a in aggs.items():
-        arch = a.best.config["arch"]
-        extra[name] = {"arch": arch, "parameters": count_parameters(build_model(arch))}
+        extra[name] = {"arch": a.runs[0].config["arch"]}
         write_pickle(out / f"part3_{name}.pkl", {
             "name": name,
             "loss_curve": a.mean[M.LOSS].tolist(),
@@ -47,7 +45,7 @@ def part3_report(results: dict, out: Path, study) -> dict:
 def part4_report(results: dict, out: Path, study) -> dict:
     """Per architecture: part4_<arch>.pkl and part4_<arch>.png (ReLU and sigmoid
     side by side); summary.csv and curves.csv (means with std and n) for all groups."""
-    aggs = aggregate_groups(results["train"])
+    aggs = aggregate_groups(results["train"], select=study.select)
     pairs: dict[str, dict] = {}   # arch -> {activation: GroupAggregate}
     extra = {}
     for name, a in aggs.items():
@@ -80,7 +78,7 @@ def part4_report(results: dict, out: Path, study) -> dict:
     return {"summary": table}
 
 
-PART5_METRICS = M.CURVES + (M.EPOCH, M.LR)
+
 
 
 def lr_tag(lr: float) -> str:
@@ -96,7 +94,7 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
 
     `plateaus` = {"first": Plateau, "second": Plateau}, what the study derived
     its schedules from (drawn on the plot and written to switches.json)."""
-    rates = aggregate_groups(results["rates"], PART5_METRICS)
+    rates = aggregate_groups(results["rates"], M.CURVES, study.select)
     rates = dict(sorted(rates.items(), key=lambda kv: -float(kv[1].runs[0].config["lr"])))
     arch = next(iter(rates.values())).runs[0].config["arch"]
     record = {"name": arch}
@@ -108,7 +106,7 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
     plot_comparison(labelled, [M.LOSS, M.VAL_ACC], out / f"part5_{arch}_rates.png",
                     title=f"part5 {arch}: SGD at constant rates")
 
-    later = {name: aggregate_groups(results[name], PART5_METRICS)
+    later = {name: aggregate_groups(results[name], M.CURVES, study.select)
              for name in ("one_switch", "two_switches", "adam")}
     one, two, adam = (next(iter(later[n].values())) for n in ("one_switch", "two_switches", "adam"))
     (e1, _), (e2, _) = two.runs[0].config["lr_schedule"]
@@ -153,7 +151,7 @@ def describe_schedule(cfg: dict) -> str:
 
 def rate(cfg: dict) -> float:
     """The rate a run started with (lr 0 is the optimizer's default)."""
-    return cfg["lr"] or default_lr(cfg["optimizer"])
+    return cfg["lr"] or OPTIMIZERS.parse(cfg["optimizer"]).default_lr
 
 
 def plateau_summary(p, source: str) -> dict:

@@ -9,7 +9,9 @@ Groups are "<arch>_<activation>" (e.g. cnn_3_sigmoid); the report pairs them
 per architecture into part4_<arch>.pkl and part4_<arch>.png.
 """
 from results.reports import part4_report
+from search_spaces.part3 import ASSIGNMENT
 from search_spaces.study import Stage, Study
+from workloads import metrics as M
 from workloads.models import ASSIGNMENT_ARCHS as ARCH_NAMES
 
 ACTIVATIONS = ("relu", "sigmoid")
@@ -18,10 +20,10 @@ STUDY = Study(
     name="part4",
     description="relu vs sigmoid for each arch: SGD lr 0.01, 15 epochs, loss and first-layer gradient norm",
     stages=(Stage("train", axes=(("arch", ARCH_NAMES), ("activation", ACTIVATIONS))),),
-    # The assignment's plain SGD (constant rate, no momentum) instead of the
-    # default Adam, so that gradient magnitudes are not rescaled by the optimizer;
-    # batch 50, 15 epochs, no weight decay and records every 10 steps are defaults.
-    base=(("optimizer", "sgd"), ("lr", 0.01), ("momentum", 0.0), ("record_grad_norm", True)),
+    # part3's settings, but the assignment's plain SGD (constant rate, no momentum) so that
+    # gradient magnitudes are not rescaled by the optimizer, and the gradient norm recorded.
+    base=ASSIGNMENT + (("optimizer", "sgd"), ("lr", 0.01),
+                       ("metrics", ",".join(M.DEFAULT + (M.GRAD_NORM,)))),
     repeats=1,
     quick=(("epochs", 1), ("train_subset", 5000), ("val_subset", 1000), ("test_subset", 2000),
            ("train_eval_size", 1000), ("record_every", 20)),

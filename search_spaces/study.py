@@ -1,13 +1,17 @@
-"""What a study is, as data: stages of grids over config keys, repeated with
-seeds, grouped for aggregation.
+"""What a study is, as data: stages of grids over config keys or of named
+variants of one base, repeated with seeds, grouped for aggregation.
 
-    study = STUDIES["part3"]
+    study = get_study("part3")
     trials = study.with_overrides({"repeats": "2"}).stage_trials(study.stages[0], {})
     [t.name for t in trials]   # ['mlp_1_r0', 'mlp_1_r1', 'mlp_2_r0', ...]
+    runs = plan_runs(trials, study.stages[0].prefix)   # what actually trains
 
 A stage's grid may be computed from earlier stages' results (`derive`), which
-is how learning-rate schedules follow plateaus and coordinate searches move
-one key at a time.
+is how learning-rate schedules follow plateaus. A trial is what a study asks
+for (a group's repeat); a run is what trains: trials with identical configs
+share one run, and with a stage's `prefix="epochs"` runs that differ only in
+their length share the longest one, which scores the shorter ones' results at
+their last epoch (`snapshot_epochs`).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+from workloads import metrics as M
+from workloads.components import SCHEDULERS
 from workloads.config import FIELD_TYPES, FIELDS, ConfigError, TrialConfig, coerce
 
 # Study-level keys a user may override beside every TrialConfig field.
@@ -28,6 +34,7 @@ class Trial:
     group: str        # what aggregation averages over repeats within
     repeat: int
     config: TrialConfig
+    changes: str = ""  # what the group changes, in words ("batch_size=1", a variant's note)
 
     @property
     def name(self) -> str:
@@ -40,17 +47,41 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named change of a study's base: one group of a variants stage."""
+    name: str
+    changes: tuple = ()           # ((key, value), ...)
+    note: str = ""                # what it changes, in words (else the changes themselves)
+
+    def __post_init__(self):
+        for key, _ in self.changes:
+            if key not in FIELDS:
+                raise ConfigError(f"variant {self.name}: unknown key {key!r}")
+
+    @property
+    def describes(self) -> str:
+        return self.note or ", ".join(f"{k}={v}" for k, v in self.changes) or "the base"
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     axes: tuple = ()              # ((key, (value, ...)), ...): a grid, first key outermost
     fixed: tuple = ()             # ((key, value), ...): this stage's settings
+    variants: tuple = ()          # (Variant, ...): named groups instead of a grid
     # (earlier stages' results) -> {key: value or [values]} applied on top of fixed/axes
     derive: Callable[[Mapping[str, Any]], dict] | None = None
+    prefix: str = ""              # "epochs": shorter runs are prefixes of the longest (see plan_runs)
+    group_name: Callable[[dict], str] | None = None  # a grid point {key: value} -> its group's name
 
     def __post_init__(self):
         for key, _ in self.axes + self.fixed:
             if key not in FIELDS:
                 raise ConfigError(f"stage {self.name}: unknown key {key!r}")
+        if self.variants and self.axes:
+            raise ConfigError(f"stage {self.name}: a stage has axes or variants, not both")
+        if self.prefix not in ("", "epochs"):
+            raise ConfigError(f"stage {self.name}: prefix={self.prefix!r}: only 'epochs' can be shared")
 
 
 @dataclass(frozen=True)
@@ -66,6 +97,10 @@ class Study:
     # (study) -> None, raising ConfigError for settings this study cannot run
     # (e.g. an architecture the assignment excludes); run by with_overrides.
     check: Callable | None = None
+    # What picks a group's best run (its final record's value). Validation accuracy: the
+    # test set is scored to report, never to choose, unless an assignment says otherwise.
+    select: str = M.VAL_ACC
+    reference: str = ""           # the group the reports compare every other group with
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -73,6 +108,8 @@ class Study:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"study {self.name}: stage names repeat: {names}")
+        if self.select not in (M.VAL_ACC, M.TEST_ACC):
+            raise ConfigError(f"study {self.name}: select={self.select!r}: choose {M.VAL_ACC} or {M.TEST_ACC}")
 
     def base_config(self) -> TrialConfig:
         return TrialConfig().override(dict(self.base))
@@ -100,9 +137,15 @@ class Study:
         study = replace(study, base=tuple(base.items()), stages=tuple(stages),
                         user=self.user + tuple(values.items()))
         study.base_config()  # typed and range-checked now, before any work starts
+        groups: dict = {}
         for stage in study.stages:
             if not stage.derive:
-                study.stage_trials(stage, {})
+                trials = study.stage_trials(stage, {})
+                plan_runs(trials, stage.prefix)  # a refused prefix sharing is refused now
+                for t in trials:
+                    if groups.setdefault(t.group, stage.name) != stage.name:
+                        raise ConfigError(f"study {study.name}: group {t.group!r} is in stages "
+                                          f"{groups[t.group]} and {stage.name}; group names must be unique")
         if study.check is not None:
             study.check(study)
         return study
@@ -122,13 +165,20 @@ class Study:
                     axes.pop(key, None)
                     cfg = cfg.override({key: value})
         keys = list(axes)
+        if stage.variants:
+            points = [(v.name, v.describes, cfg.override(dict(v.changes))) for v in stage.variants]
+        else:
+            points = []
+            for values in itertools.product(*(axes[k] for k in keys)):
+                point = dict(zip(keys, values))
+                name = stage.group_name(point) if stage.group_name else "_".join(_label(v) for v in values)
+                points.append((name or stage.name, ", ".join(f"{k}={v}" for k, v in point.items()),
+                               cfg.override(point)))
         trials = []
-        for point in itertools.product(*(axes[k] for k in keys)):
-            point_cfg = cfg.override(dict(zip(keys, point)))
-            group = "_".join(_label(v) for v in point) or stage.name
+        for group, changes, point_cfg in points:
             for r in range(self.repeats):
                 seeded = point_cfg.override({"seed": point_cfg.train.seed + r})
-                trials.append(Trial(stage.name, group, r, seeded))
+                trials.append(Trial(stage.name, group, r, seeded, changes))
         return trials
 
 
@@ -138,3 +188,52 @@ def _split(raw) -> list:
 
 def _label(value) -> str:
     return str(value).replace("/", "-")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What trains: one config (one Tune trial, or one member of a pack) serving one or
+    more trials: those with this very config, and with prefix sharing the shorter ones."""
+    config: TrialConfig
+    trials: tuple
+
+    @property
+    def name(self) -> str:
+        return self.trials[0].name
+
+
+def plan_runs(trials: list[Trial], prefix: str = "") -> list[Run]:
+    """The runs that serve `trials`, in the order of each run's first trial. Identical
+    configs train once. With prefix="epochs", trials that differ only in `epochs` are
+    served by the longest one, which scores the others' results at the end of their
+    epochs (snapshot_epochs): exact only when nothing in a run depends on its length,
+    so a schedule that does is refused here."""
+    def key(cfg: TrialConfig):
+        return replace(cfg, train=replace(cfg.train, epochs=1, snapshot_epochs=())) if prefix else cfg
+    served: dict = {}
+    for t in trials:
+        served.setdefault(key(t.config), []).append(t)
+    runs = []
+    for group in served.values():
+        longest = max(group, key=lambda t: t.config.train.epochs)
+        shorter = tuple(sorted({t.config.train.epochs for t in group} - {longest.config.train.epochs}))
+        cfg = longest.config
+        if shorter:
+            _check_prefix(cfg)
+            cfg = cfg.override({"snapshot_epochs": shorter})
+        ordered = sorted(group, key=lambda t: -t.config.train.epochs)  # the run is named after the longest
+        runs.append((trials.index(group[0]), Run(cfg, tuple(ordered))))
+    return [r for _, r in sorted(runs, key=lambda p: p[0])]
+
+
+def _check_prefix(cfg: TrialConfig) -> None:
+    t = cfg.train
+    why = None
+    if SCHEDULERS.parse(t.scheduler).length_dependent:
+        why = f"scheduler={t.scheduler} depends on the run's length"
+    elif t.record_unit != "epoch":
+        why = "its records are per step (record_unit=epoch is needed)"
+    elif t.record_every != 1:
+        why = f"record_every={t.record_every} skips some epochs"
+    if why:
+        raise ConfigError(f"cannot share prefixes of runs of different epochs: {why}")

@@ -16,9 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # In-process training in tests: one thread is ~10x faster than two fighting on a 2-core machine.
 torch.set_num_threads(1)
 
-# Settings small enough for a 2-core CI machine, same code path as a full run.
-TINY = {"train_subset": 500, "val_subset": 200, "test_subset": 200, "train_eval_size": 200,
-        "epochs": 1, "record_every": 5, "checkpoint_every": 2}
+# Sizes small enough for a 2-core CI machine, same code path as a full run: 500 training
+# images, a record every 5 steps. Overrides for part3-5's sweeps (their own settings stay).
+SIZES = {"train_subset": 500, "val_subset": 200, "test_subset": 200, "train_eval_size": 200,
+         "epochs": 1, "record_every": 5, "checkpoint_every": 2}
+# ...and part3's settings (grayscale, Adam, batch 50, records by steps), for runs outside a study.
+TINY = {**SIZES, "record_unit": "step", "grayscale": True, "optimizer": "adam", "batch_size": 50}
+
+
+def timeless(records: list) -> list:
+    """Records without their training time, the one value two identical runs do not share."""
+    from workloads import metrics as M
+    return [{k: v for k, v in r.items() if k != M.TRAIN_SECONDS} for r in records]
 
 
 def data_root() -> Path | None:

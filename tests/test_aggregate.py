@@ -1,4 +1,6 @@
 """Aggregation on hand-made curves."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,10 +27,10 @@ def test_mean_std_and_best():
     np.testing.assert_allclose(a.mean[M.VAL_ACC], [-1.0, -1.0, -2.0])
     assert a.n == 3 and a.best.repeat == 1  # ties go to the lower repeat
     assert a.best.first_layer[0, 0] == 1
-    assert aggs["b"].n == 1 and np.all(aggs["b"].std[M.LOSS] == 0)
+    assert aggs["b"].n == 1 and np.all(aggs["b"].std[M.LOSS] == 0) and aggs["b"].test_std is None
     assert M.GRAD_NORM not in a.mean  # not recorded, not invented
 
-    table = summary_table(aggs, {"a": {"parameters": 7}})
+    table = summary_table(aggs, {"a": {"parameters": 7}})  # extra columns win
     row = table.set_index("group").loc["a"]
     assert row["test_acc_mean"] == pytest.approx(0.6333333)
     assert row["test_acc_std"] == pytest.approx(np.std([0.5, 0.7, 0.7], ddof=1))
@@ -38,13 +40,30 @@ def test_mean_std_and_best():
 
 
 def test_resumed_duplicates_and_ragged_runs():
-    # A restored trial may report a step twice; a shorter run limits the common steps.
+    # A restored trial may report a step twice; a run that stopped early (diverged) counts
+    # where it got to, and each point says how many runs it averages.
     dup = run("a", 0, [3.0, 2.0, 1.0], 0.5)
     dup = dup.__class__(**{**dup.__dict__, "curves": pd.concat([dup.curves, dup.curves.iloc[[1]]])})
-    short = run("a", 1, [1.0, 4.0], 0.2)
+    short = replace(run("a", 1, [1.0, 4.0], float("nan")), status=M.DIVERGED, diverged_at=25)
     a = aggregate_groups([dup, short])["a"]
-    np.testing.assert_array_equal(a.steps, [10, 20])
-    np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 3.0])
+    np.testing.assert_array_equal(a.steps, [10, 20, 30])
+    np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 3.0, 1.0])
+    np.testing.assert_array_equal(a.count[M.LOSS], [2, 2, 1])
+    np.testing.assert_allclose(a.std[M.LOSS], [np.sqrt(2), np.sqrt(2), 0.0])
+    assert a.n == 1 and a.n_diverged == 1 and a.test_mean == 0.5 and a.test_std is None
+    assert a.best.repeat == 0  # a diverged run is never the best
+    row = summary_table({"a": a}).iloc[0]
+    assert row["status"] == "diverged 1/2 (step 25)" and row["n"] == 1
+
+
+def test_a_group_whose_runs_all_diverged_has_no_mean_not_nan():
+    gone = [replace(run("a", r, [2.0, float("nan")], float("nan")), status=M.DIVERGED, diverged_at=15)
+            for r in range(2)]
+    a = aggregate_groups(gone)["a"]
+    assert a.n == 0 and a.test_mean is None and a.best is None
+    row = summary_table({"a": a}).iloc[0]
+    assert row["test_acc_mean"] is None or pd.isna(row["test_acc_mean"])
+    assert row["status"] == "diverged 2/2 (step 15, 15)"
 
 
 def test_curves_table_long_format():

@@ -47,8 +47,8 @@ def test_split_sizes_balance_overlap_and_seed(raw):
 def test_prepare_does_not_depend_on_the_repeat_seed(raw):
     # The split comes from split_seed only: every repeat sees the same data.
     data = prepare(DataConfig(train_subset=300, val_subset=100, train_eval_size=50), raw)
-    assert data.train_x.shape == (300, 1, 32, 32) and data.val_x.shape == (100, 1, 32, 32)
-    assert data.test_x.shape == (10000, 1, 32, 32) and data.train_eval_idx.shape == (50,)
+    assert data.train_x.shape == (300, 3, 32, 32) and data.val_x.shape == (100, 3, 32, 32)  # RGB by default
+    assert data.test_x.shape == (10000, 3, 32, 32) and data.train_eval_idx.shape == (50,)
     again = prepare(DataConfig(train_subset=300, val_subset=100, train_eval_size=50), raw)
     np.testing.assert_array_equal(data.train_y, again.train_y)
     np.testing.assert_array_equal(data.val_x, again.val_x)
@@ -80,3 +80,17 @@ def test_grayscale_off_keeps_three_channels(raw):
                               train_eval_size=5), raw)
     assert data.in_shape == (3, 32, 32)
     assert torch.from_numpy(data.val_x).mean(dim=(0, 2, 3)).abs().max() < 1.0
+
+
+@pytest.mark.parametrize("normalize, mean, std", [
+    ("dataset", (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
+    ("half", (0.5,) * 3, (0.5,) * 3),
+    ("const:mean=0.45:std=0.25", (0.45,) * 3, (0.25,) * 3),
+])
+def test_normalizations_are_torchvisions(raw, normalize, mean, std):
+    pipeline = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    ours = preprocess(raw.train_x[:4], grayscale=False, normalize=normalize)
+    for i in range(4):
+        np.testing.assert_allclose(ours[i], pipeline(raw.train_x[i].transpose(1, 2, 0)).numpy(), atol=1e-5)
+    plain = preprocess(raw.train_x[:4], grayscale=False, normalize="none")
+    np.testing.assert_array_equal(plain, raw.train_x[:4] / np.float32(255))

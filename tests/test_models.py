@@ -4,7 +4,8 @@ from torch import nn
 
 from workloads.models import ARCHS, build_from_spec, build_model, count_parameters, first_layer
 
-# The assignment's counts for each architecture.
+GRAY = (1, 32, 32)  # the assignment's inputs
+# The assignment's counts for each architecture (grayscale).
 PARAMS = {"mlp_1": 33130, "mlp_2": 35498, "cnn_3": 11106, "cnn_4": 13522, "cnn_5": 8346}
 FIRST = {"mlp_1": (32, 1024), "mlp_2": (32, 1024), "cnn_3": (16, 1, 3, 3),
          "cnn_4": (16, 1, 3, 3), "cnn_5": (8, 1, 3, 3)}
@@ -12,19 +13,19 @@ FIRST = {"mlp_1": (32, 1024), "mlp_2": (32, 1024), "cnn_3": (16, 1, 3, 3),
 
 @pytest.mark.parametrize("arch", PARAMS)
 def test_parameter_count_and_output_shape(arch):
-    model = build_model(arch)
+    model = build_model(arch, in_shape=GRAY)
     assert count_parameters(model) == PARAMS[arch]
     assert model(torch.zeros(7, 1, 32, 32)).shape == (7, 10)
     assert tuple(first_layer(model).weight.shape) == FIRST[arch]
 
 
 def test_mlp_2_hidden_layer_has_no_bias():
-    linears = [m for m in build_model("mlp_2") if isinstance(m, nn.Linear)]
+    linears = [m for m in build_model("mlp_2", in_shape=GRAY) if isinstance(m, nn.Linear)]
     assert [m.bias is not None for m in linears] == [True, False, True]
 
 
 def test_rgb_input_changes_only_the_first_layer():
-    gray, rgb = build_model("cnn_3"), build_model("cnn_3", in_shape=(3, 32, 32))
+    gray, rgb = build_model("cnn_3", in_shape=GRAY), build_model("cnn_3", in_shape=(3, 32, 32))
     assert count_parameters(rgb) - count_parameters(gray) == 2 * 3 * 3 * 16
 
 
@@ -32,7 +33,7 @@ def test_bad_spec_is_rejected():
     with pytest.raises(ValueError, match="unknown layer token"):
         build_from_spec(("Conv-3x3",))
     with pytest.raises(ValueError, match="empty feature map"):
-        build_from_spec(("Conv-33x33x4",))
+        build_from_spec(("Conv-33x33x4",), in_shape=GRAY)
 
 
 def test_later_studies_presets():
@@ -49,7 +50,7 @@ def test_width_scales_hidden_layers_but_not_the_prediction():
     half = build_model("cnn_3", width=0.5)
     convs = [m.out_channels for m in half.modules() if isinstance(m, nn.Conv2d)]
     assert convs == [8, 4, 8] and half[-1].out_features == 10
-    assert build_model("mlp_1", width=2)[1].out_features == 64
+    assert build_model("mlp_1", width=2, in_shape=GRAY)[1].out_features == 64
 
 
 def test_spec_override_is_data():
@@ -67,9 +68,34 @@ def test_spec_override_is_data():
 
 def test_multiply_adds_count_convolutions_and_linear_layers():
     from workloads.models import multiply_adds
-    assert multiply_adds(build_model("mlp_1")) == 1024 * 32 + 32 * 10
+    assert multiply_adds(build_model("mlp_1", in_shape=GRAY), GRAY) == 1024 * 32 + 32 * 10
     # cnn_3: 3x3x16 on 32x32 -> 30x30, 5x5x8 -> 26x26, pool 13, 7x7x16 -> 7x7, pool 3, FC 144 -> 10
-    assert multiply_adds(build_model("cnn_3")) == 30 * 30 * 16 * 9 + 26 * 26 * 8 * 16 * 25 + 7 * 7 * 16 * 8 * 49 + 1440
+    assert multiply_adds(build_model("cnn_3", in_shape=GRAY), GRAY) == 30 * 30 * 16 * 9 + 26 * 26 * 8 * 16 * 25 + 7 * 7 * 16 * 8 * 49 + 1440
     model = build_model("resnet18", in_shape=(3, 32, 32))
     assert 0.55e9 < multiply_adds(model, (3, 32, 32)) < 0.56e9  # the CIFAR ResNet-18's ~0.56 GMACs
     assert next(model.parameters()).device.type == "cpu"  # counted on a copy
+
+
+@pytest.mark.parametrize("arch, params", [("tutorial", 62_006), ("fc", 30_730), ("mlp_110_74", 346_994)])
+def test_hw2_presets_on_rgb(arch, params):
+    model = build_model(arch)  # RGB 3x32x32 is the default input
+    assert count_parameters(model) == params
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_activations_and_inits_are_registry_entries():
+    from workloads.config import ConfigError, ModelConfig
+    linear = build_model("mlp_110_74", activation="identity")
+    assert not any(isinstance(m, nn.ReLU) for m in linear.modules())
+    assert sum(isinstance(m, nn.Identity) for m in linear.modules()) == 2
+    leaky = ModelConfig(arch="cnn_3", activation="leaky_relu:negative_slope=0.2").build()
+    assert {m.negative_slope for m in leaky.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
+    torch.manual_seed(0)
+    model = build_model("tutorial", init="normal:std=0.5")
+    weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
+    assert 0.45 < weights.std().item() < 0.55
+    assert all(m.bias.abs().sum() == 0 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    with pytest.raises(ConfigError, match="activation 'swish' is unknown"):
+        ModelConfig(activation="swish")
+    with pytest.raises(ConfigError, match="init normal:std=-1: std must be > 0"):
+        ModelConfig(init="normal:std=-1")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY
+from conftest import SIZES, TINY
 from orchestrator.cli import main
 from results.aggregate import RunRecord
 from results.reports import part4_report
@@ -22,6 +22,7 @@ from workloads.models import ARCHS, build_model, first_layer, spec_of
 from workloads.train import train
 
 CPU = torch.device("cpu")
+GRAY = (1, 32, 32)
 
 
 def test_grid_and_fixed_settings():
@@ -31,9 +32,10 @@ def test_grid_and_fixed_settings():
                                          for act in ("relu", "sigmoid")]
     for t in trials:
         c = t.config
-        assert (c.train.optimizer, c.train.lr, c.train.momentum, c.train.weight_decay, c.train.batch_size,
-                c.train.epochs, c.train.record_every, c.train.record_grad_norm, c.train.seed, t.repeat) == (
-            "sgd", 0.01, 0.0, 0.0, 50, 15, 10, True, 0, 0)
+        assert (c.train.optimizer, c.train.lr, c.train.weight_decay, c.train.batch_size, c.train.epochs,
+                c.train.record_every, c.train.record_unit, c.train.metrics, c.train.seed, t.repeat) == (
+            "sgd", 0.01, 0.0, 50, 15, 10, "step", "train_loss,train_acc,val_acc,grad_norm", 0, 0)
+        assert c.data.grayscale and c.model.activation in ("relu", "sigmoid")
         assert t.group == f"{c.model.arch}_{c.model.activation}"
     three = get_study("part4").with_overrides({"repeats": "3", "archs": "cnn_4"})
     assert [(t.name, t.config.train.seed) for t in three.stage_trials(three.stages[0], {})] == [
@@ -41,7 +43,7 @@ def test_grid_and_fixed_settings():
         ("cnn_4_sigmoid_r0", 0), ("cnn_4_sigmoid_r1", 1), ("cnn_4_sigmoid_r2", 2)]
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [a for a in ARCHS if "ReLU" in ARCHS[a]])
 def test_sigmoid_replaces_every_activation_and_nothing_else(arch):
     torch.manual_seed(0)
     relu = build_model(arch, "relu")
@@ -66,9 +68,9 @@ def test_sigmoid_replaces_every_activation_and_nothing_else(arch):
 @pytest.mark.parametrize("arch", PART4_ARCHS)
 def test_sigmoid_model_computes_the_relu_layers_with_sigmoid(arch):
     torch.manual_seed(0)
-    relu = build_model(arch, "relu")
+    relu = build_model(arch, "relu", GRAY)
     torch.manual_seed(0)
-    sigmoid = build_model(arch, "sigmoid")
+    sigmoid = build_model(arch, "sigmoid", GRAY)
     layers = list(relu)
     assert sum(isinstance(m, nn.ReLU) for m in layers) == spec_of(arch).count("ReLU")
     x = torch.randn(4, 1, 32, 32)
@@ -83,7 +85,7 @@ def hand_grad_norms(data, activation: str, steps: int, lr: float, seed: int = 0)
     """mlp_1 (Flatten, Linear 1024->32, act, Linear 32->10) with SGD, in float64
     numpy: the norm of d(mean cross-entropy)/d(W1) at each of the first steps."""
     torch.manual_seed(seed)
-    model = build_model("mlp_1", activation)
+    model = build_model("mlp_1", activation, GRAY)
     w1, b1, w2, b2 = (p.detach().double().numpy().copy() for p in model.parameters())
     order = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data.train_x), generator=order).numpy()
@@ -112,12 +114,12 @@ def hand_grad_norms(data, activation: str, steps: int, lr: float, seed: int = 0)
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 def test_grad_norm_equals_a_hand_computation(tiny_data, activation):
     cfg = TrialConfig().override({**TINY, "arch": "mlp_1", "activation": activation, "optimizer": "sgd",
-                                  "lr": 0.1, "record_every": 1, "record_grad_norm": True})
+                                  "lr": 0.1, "record_every": 1, "metrics": "train_acc,val_acc,grad_norm"})
     out = train(cfg, tiny_data, CPU)
     recorded = [r[M.GRAD_NORM] for r in out.records[:4]]
     np.testing.assert_allclose(recorded, hand_grad_norms(tiny_data, activation, 4, 0.1), rtol=1e-4)
     # ...and that is the first layer's weight the report calls "first layer".
-    assert first_layer(build_model("mlp_1")).weight.shape == (32, 1024)
+    assert first_layer(build_model("mlp_1", in_shape=GRAY)).weight.shape == (32, 1024)
 
 
 def run(group_cfg: dict, repeat: int, loss: list, grad: list) -> RunRecord:
@@ -164,7 +166,7 @@ def test_report_pairs_groups_by_arch_and_averages_repeats(tmp_path):
 def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     out = tmp_path / "part4"
     assert main(["sweep", "part4", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
-                 "archs=mlp_2,cnn_3", *[f"{k}={v}" for k, v in TINY.items()]]) == 0
+                 "archs=mlp_2,cnn_3", *[f"{k}={v}" for k, v in SIZES.items()]]) == 0
     curves = pd.read_csv(out / "curves.csv")
     for arch in ("mlp_2", "cnn_3"):
         with open(out / f"part4_{arch}.pkl", "rb") as f:
@@ -184,5 +186,5 @@ def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     trials = json.loads((out / "provenance.json").read_text())["trials"]["train"]
     assert [(t["arch"], t["activation"]) for t in trials] == [
         ("mlp_2", "relu"), ("mlp_2", "sigmoid"), ("cnn_3", "relu"), ("cnn_3", "sigmoid")]
-    assert {(t["optimizer"], t["lr"], t["momentum"], t["record_grad_norm"]) for t in trials} == {
-        ("sgd", 0.01, 0.0, True)}
+    assert {(t["optimizer"], t["lr"], t["metrics"]) for t in trials} == {
+        ("sgd", 0.01, "train_loss,train_acc,val_acc,grad_norm")}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import SIZES, TINY, timeless
 from orchestrator.cli import main
 from results.plateau import PlateauRule, find_plateau, smooth
 from results.reports import lr_tag
@@ -98,9 +98,10 @@ def test_grid_and_fixed_settings():
     assert [t.name for t in rates] == ["0.1_r0", "0.01_r0", "0.001_r0"]
     for t, lr in zip(rates, (0.1, 0.01, 0.001)):
         c = t.config
-        assert (c.model.arch, c.model.activation, c.train.optimizer, c.train.lr, c.train.momentum,
+        assert (c.model.arch, c.model.activation, c.train.optimizer, c.train.lr,
                 c.train.weight_decay, c.train.batch_size, c.train.epochs, c.train.record_every,
-                c.train.lr_schedule) == ("cnn_4", "relu", "sgd", lr, 0.0, 0.0, 50, 20, 10, ())
+                c.train.record_unit, c.train.lr_schedule, c.data.grayscale) == (
+            "cnn_4", "relu", "sgd", lr, 0.0, 50, 20, 10, "step", (), True)
     (adam,) = study.stage_trials(study.stages[1], {})
     # part3's settings: Adam at its default rate (lr 0 = 1e-3), 15 epochs.
     assert (adam.config.train.optimizer, adam.config.train.lr, adam.config.train.epochs) == ("adam", 0.0, 15)
@@ -137,7 +138,7 @@ def test_lr_tags_are_the_assignments_keys():
 
 def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     # Momentum 0.9 (not part5's 0) so that the optimizer has state that a reset would lose.
-    base = {**TINY, "arch": "mlp_2", "optimizer": "sgd", "momentum": 0.9, "record_every": 1}
+    base = {**TINY, "arch": "mlp_2", "optimizer": "sgd:momentum=0.9", "record_every": 1}
     scheduled = train(TrialConfig().override({**base, "lr": 0.1, "epochs": 2, "lr_schedule": "1:0.01"}),
                       tiny_data, CPU)
     steps_per_epoch = 10  # 500 images, batch 50
@@ -152,12 +153,12 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     assert at_switch["step"] == steps_per_epoch and at_switch["optimizer"]["state"]  # momentum buffers
     second = TrialConfig().override({**base, "lr": 0.01, "epochs": 2})
     continued = train(second, tiny_data, CPU, resume=at_switch)
-    assert continued.records == scheduled.records
+    assert timeless(continued.records) == timeless(scheduled.records)
     for key, value in scheduled.state_dict.items():
         torch.testing.assert_close(continued.state_dict[key], value, rtol=0, atol=0)
 
     # Resetting the optimizer at the switch gives another model: the comparison above can tell.
-    model = build_model("mlp_2")
+    model = build_model("mlp_2", in_shape=(1, 32, 32))
     fresh = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9).state_dict()
     reset = train(second, tiny_data, CPU, resume={**at_switch, "optimizer": fresh})
     assert not torch.equal(reset.state_dict["1.weight"], scheduled.state_dict["1.weight"])
@@ -168,7 +169,7 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
 @pytest.mark.slow
 def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     out = tmp_path / "part5"
-    tiny = {**TINY, "epochs": 2}  # schedules of 3 epochs: e1 = 1, e2 = 2 whatever the curves
+    tiny = {**SIZES, "epochs": 2}  # schedules of 3 epochs: e1 = 1, e2 = 2 whatever the curves
     assert main(["sweep", "part5", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
                  *[f"{k}={v}" for k, v in tiny.items()]]) == 0
 

@@ -42,7 +42,7 @@ def test_a_trial_fetches_only_its_own_data(ray_local, raw):
     trials = [Trial("s", "a", 0, small), Trial("s", "b", 0, large),
               Trial("s", "b", 1, large.override({"seed": 1}))]
     datasets = DataSets(raw)
-    refs = datasets.stage_data(trials)
+    refs = datasets.stage_data([t.config for t in trials])
     assert set(refs) == {small.data, large.data}
     try:
         d = device_data(refs, large.data, torch.device("cpu"))
@@ -54,7 +54,7 @@ def test_a_trial_fetches_only_its_own_data(ray_local, raw):
         assert list(trainable._device_data) == [(large.data, "cpu")]
         # Later stages and augmentation variants get the same stored copy.
         flipped = large.override({"augment": "flip"})
-        again = datasets.stage_data([Trial("t", "b", 0, large), Trial("t", "c", 0, flipped)])
+        again = datasets.stage_data([large, flipped])
         assert again == {large.data: refs[large.data], flipped.data: refs[large.data]}
         assert device_data(again, flipped.data, torch.device("cpu")) is d
         assert len(datasets.refs) == 2 and not datasets.futures

@@ -1,126 +1,159 @@
 """Typed, frozen configuration: one dataclass per concern, one record per trial.
 
-    cfg = TrialConfig()                       # every component's defaults
+    cfg = TrialConfig()                       # every component's defaults: a general CIFAR-10 run
     cfg = cfg.override({"epochs": "1"})       # strings from the command line
     flat = cfg.to_flat(); TrialConfig.from_flat(flat) == cfg
 
 Field names are unique across the dataclasses, so a command-line override is a
 bare `key=value` and a trial's whole config is one flat, printable dict.
+Components (optimizer, scheduler, loss, activation, init, normalize, augment,
+eval_view) are spec strings checked against their registries and stored in
+canonical form, so that equal settings are equal configs.
+
+The defaults are those of a general CIFAR-10 run: RGB with the data set's
+normalisation, the PyTorch tutorial's net, SGD with momentum 0.9 at 0.01,
+batch 64, 10 epochs, a record at the end of every epoch. A study states what
+it changes, and why (search_spaces/).
 """
 from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field, fields, replace
 
+from workloads import metrics as M
+from workloads.registry import ConfigError, split_list
 
-class ConfigError(ValueError):
-    """Bad user input: reported as one line, exit code 2."""
+__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
+
+TRAIN_IMAGES, TEST_IMAGES, CLASSES = 50000, 10000, 10
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"
-    grayscale: bool = True            # the assignment's 1x32x32 inputs
+    grayscale: bool = False
+    normalize: str = "dataset"        # workloads.data.NORMALIZATIONS
     val_per_class: int = 500          # 10% of the training set, balanced
     split_seed: int = 0               # independent of the repeat seed
     train_subset: int = 0             # 0 = whole training split; else first N of a fixed shuffle
     val_subset: int = 0               # 0 = whole validation split
     test_subset: int = 0              # 0 = all 10,000 test images
-    train_eval_size: int = 5000       # fixed training sample scored at each record
-    augment: str = ""                 # comma-separated, from workloads.augment.AUGMENTATIONS
-
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        return (1 if self.grayscale else 3, 32, 32)
+    train_eval_size: int = 5000       # fixed training sample scored at each record (metric train_acc)
+    augment: str = ""                 # training batches only: comma-separated workloads.augment.AUGMENTATIONS
+    resize: int = 32                  # the model's input side: every batch is resized to it (all splits)
+    eval_view: str = "full"           # what evaluation scores: workloads.augment.VIEWS
 
     def __post_init__(self):
+        from workloads.augment import AUGMENTATIONS, VIEWS
+        from workloads.data import NORMALIZATIONS
         _check(self.dataset == "cifar10", f"dataset={self.dataset!r}: only 'cifar10' is known")
         _check(1 <= self.val_per_class <= 2500, "val_per_class must be in 1..2500")
         for name in ("train_subset", "val_subset", "test_subset"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = all)")
         _check(self.train_eval_size >= 1, "train_eval_size must be >= 1")
-        from workloads.augment import AUGMENTATIONS
-        unknown = set(self.augmentations) - set(AUGMENTATIONS)
-        _check(not unknown, f"augment: unknown {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+        _check(4 <= self.resize <= 256, "resize must be in 4..256 (pixels a side)")
+        _canonical(self, "normalize", NORMALIZATIONS.canonical)
+        _canonical(self, "augment", AUGMENTATIONS.canonical_list)
+        _canonical(self, "eval_view", VIEWS.canonical)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (1 if self.grayscale else 3, self.resize, self.resize)
 
     @property
     def arrays(self) -> "DataConfig":
-        """What prepare() depends on: augmentations are drawn per batch, during training,
-        so configs that differ only in them share one prepared copy."""
-        return replace(self, augment="")
+        """What prepare() depends on: augmentations, resizing and views apply to batches
+        on the device, so configs that differ only in them share one prepared copy."""
+        return replace(self, augment="", resize=32, eval_view="full")
 
     @property
     def augmentations(self) -> tuple[str, ...]:
-        return tuple(a.strip() for a in self.augment.split(",") if a.strip())
+        return tuple(split_list(self.augment))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "cnn_3"
-    activation: str = "relu"          # replaces every ReLU of the spec
+    arch: str = "tutorial"
+    activation: str = "relu"          # replaces every ReLU of the spec: workloads.models.ACTIVATIONS
     width: float = 1.0                # scales conv/residual/hidden widths (not the prediction layer)
     spec: str = ""                    # a layer spec used instead of the preset; `arch` then only labels it
+    init: str = "default"             # weight initialisation: workloads.models.INITS
 
     def __post_init__(self):
-        from workloads.models import ACTIVATIONS, ARCHS, parse_spec
+        from workloads.models import ACTIVATIONS, ARCHS, INITS, parse_spec
         _check(self.arch in ARCHS or bool(self.spec), f"arch={self.arch!r}: choose from {', '.join(ARCHS)}")
-        _check(self.activation in ACTIVATIONS,
-               f"activation={self.activation!r}: choose from {', '.join(ACTIVATIONS)}")
+        _canonical(self, "activation", ACTIVATIONS.canonical)
+        _canonical(self, "init", INITS.canonical)
         _check(self.width > 0, "width must be > 0")
         try:
             parse_spec(self.spec)
         except ValueError as e:
             raise ConfigError(f"spec: {e}") from None
 
-    def build(self, in_shape=(1, 32, 32)):
+    def build(self, in_shape=(3, 32, 32)):
         from workloads.models import build_model
-        return build_model(self.arch, self.activation, in_shape, self.width, self.spec)
-
-
-OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
+        return build_model(self.arch, self.activation, in_shape, self.width, self.spec, self.init)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = "adam"
-    lr: float = 0.0                   # 0 = the optimizer's default (Adam 1e-3)
-    momentum: float = 0.0             # SGD and RMSprop
-    nesterov: bool = False            # SGD only
+    optimizer: str = "sgd:momentum=0.9"  # workloads.components.OPTIMIZERS, with its parameters
+    lr: float = 0.0                   # 0 = the optimizer's default (sgd 0.01, adam 1e-3, ...)
     weight_decay: float = 0.0
-    batch_size: int = 50
-    epochs: int = 15
-    # ((epoch, lr), ...): from the start of that epoch on, train with that rate.
+    decay_norm_and_bias: bool = True  # False: weight decay skips BatchNorm weights and all biases
+    batch_size: int = 64
+    epochs: int = 10
+    # ((epoch, lr), ...): from the start of that epoch on, the base rate is that lr.
     lr_schedule: tuple = ()
-    scheduler: str = "constant"       # or "cosine": anneal per step to 0 over the run (after lr_schedule)
-    loss: str = "cross_entropy"
+    scheduler: str = "constant"       # multiplies the base rate: workloads.components.SCHEDULERS
+    loss: str = "cross_entropy"       # workloads.components.LOSSES
     seed: int = 0
-    record_every: int = 10            # steps between record points
-    record_grad_norm: bool = False    # first-layer gradient magnitude (part4)
+    record_every: int = 1             # record points every N `record_unit`s
+    record_unit: str = "epoch"        # "epoch" (the run's end is always one) or "step"
+    metrics: str = ",".join(M.DEFAULT)  # what a record point scores: workloads.metrics.RECORDABLE
+    # Epochs (record points) at whose end a run also scores the test set, so that one
+    # run serves as shorter runs too (a stage's shared prefixes; workloads.train).
+    snapshot_epochs: tuple = ()
     eval_batch_size: int = 0          # 0: sized for the device (workloads.train.eval_batch)
-    checkpoint_every: int = 20        # record points between checkpoints
+    checkpoint_every: int = 1         # record points between checkpoints
 
     def __post_init__(self):
-        _check(self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-        _check(self.optimizer != "sgd" or self.lr > 0, "sgd needs lr > 0")
-        _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
-               "nesterov needs optimizer=sgd and momentum > 0")
-        _check(self.scheduler in ("constant", "cosine"), f"scheduler={self.scheduler!r}: choose constant or cosine")
-        _check(self.lr >= 0, "lr must be >= 0 (0 = optimizer default)")
-        _check(0 <= self.momentum < 1, "momentum must be in [0, 1)")
+        from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
+        _canonical(self, "optimizer", OPTIMIZERS.canonical)
+        _canonical(self, "scheduler", SCHEDULERS.canonical)
+        _canonical(self, "loss", LOSSES.canonical)
+        _check(self.lr >= 0, "lr must be >= 0 (0 = the optimizer's default)")
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.epochs >= 1, "epochs must be >= 1")
         _check(self.record_every >= 1, "record_every must be >= 1")
+        _check(self.record_unit in ("epoch", "step"), f"record_unit={self.record_unit!r}: choose epoch or step")
         _check(self.eval_batch_size >= 0, "eval_batch_size must be >= 0 (0 = sized for the device)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
-        _check(self.loss in ("cross_entropy", "mse"), f"loss={self.loss!r}: choose cross_entropy or mse")
-        sched = tuple(tuple(p) for p in self.lr_schedule)
+        names = M.split_list(self.metrics)
+        unknown = [n for n in names if n not in M.RECORDABLE]
+        _check(not unknown, f"metrics: unknown {', '.join(unknown)}; choose from {', '.join(M.RECORDABLE)}")
+        object.__setattr__(self, "metrics", ",".join(dict.fromkeys((M.LOSS,) + names)))  # loss always
+        sched = tuple((int(p[0]), float(p[1])) for p in _pairs(self.lr_schedule, "lr_schedule"))
         object.__setattr__(self, "lr_schedule", sched)
         for p in sched:
-            _check(len(p) == 2 and p[0] >= 0 and p[1] > 0,
-                   f"lr_schedule entries are (epoch >= 0, lr > 0), got {p}")
-        epochs = [p[0] for p in sched]
-        _check(epochs == sorted(set(epochs)), "lr_schedule epochs must be strictly increasing")
+            _check(p[0] >= 0 and p[1] > 0, f"lr_schedule entries are (epoch >= 0, lr > 0), got {p}")
+        starts = [p[0] for p in sched]
+        _check(starts == sorted(set(starts)), "lr_schedule epochs must be strictly increasing")
+        snaps = tuple(sorted({int(e) for e in self.snapshot_epochs}))
+        object.__setattr__(self, "snapshot_epochs", snaps)
+        _check(all(1 <= e < self.epochs for e in snaps), "snapshot_epochs must lie in 1..epochs-1")
+        _check(not snaps or (self.record_unit == "epoch" and all(e % self.record_every == 0 for e in snaps)),
+               "snapshot_epochs must be record points (record_unit=epoch, multiples of record_every)")
+
+    @property
+    def recorded(self) -> tuple[str, ...]:
+        return M.split_list(self.metrics)
+
+    @property
+    def base_lr(self) -> float:
+        from workloads.components import OPTIMIZERS
+        return self.lr or OPTIMIZERS.parse(self.optimizer).default_lr
 
 
 @dataclass(frozen=True)
@@ -131,25 +164,41 @@ class TrialConfig:
 
     def __post_init__(self):
         # A run with no record point would have no curves to report.
-        steps = self.work()[0]
-        _check(steps >= self.train.record_every,
-               f"record_every={self.train.record_every} exceeds the run's {steps} steps "
-               f"({self.train_images} images, batch {self.train.batch_size}, {self.train.epochs} epochs): "
-               f"nothing would be recorded")
+        t = self.train
+        if t.record_unit == "step":
+            steps = self.steps_per_epoch * t.epochs
+            _check(steps >= t.record_every,
+                   f"record_every={t.record_every} exceeds the run's {steps} steps "
+                   f"({self.train_images} images, batch {t.batch_size}, {t.epochs} epochs): "
+                   f"nothing would be recorded")
 
     @property
     def train_images(self) -> int:
-        return _kept(self.data.train_subset, 50000 - 10 * self.data.val_per_class)
+        return _kept(self.data.train_subset, TRAIN_IMAGES - CLASSES * self.data.val_per_class)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.train_images // self.train.batch_size)
+
+    def record_points(self) -> list[int]:
+        """The steps after which the run records (its curves' x values)."""
+        t, spe = self.train, self.steps_per_epoch
+        if t.record_unit == "step":
+            return list(range(t.record_every, spe * t.epochs + 1, t.record_every))
+        return [e * spe for e in range(1, t.epochs + 1) if e % t.record_every == 0 or e == t.epochs]
 
     def work(self) -> tuple[int, int, int]:
         """(training steps, record points, evaluated images) of one run: what train() does."""
+        from workloads.augment import VIEWS
         d, t = self.data, self.train
-        n = self.train_images
-        steps = -(-n // t.batch_size) * t.epochs
-        records = steps // t.record_every
-        images = (records * (min(d.train_eval_size, n) + _kept(d.val_subset, 10 * d.val_per_class))
-                  + _kept(d.test_subset, 10000))
-        return steps, records, images
+        sizes = {"train_sample": min(d.train_eval_size, self.train_images),
+                 "val": _kept(d.val_subset, CLASSES * d.val_per_class), "test": _kept(d.test_subset, TEST_IMAGES)}
+        views = VIEWS.parse(d.eval_view).views
+        records = len(self.record_points())
+        per_record = sum(sizes[s] for s in M.splits_needed(t.recorded))
+        snapshots = len(t.snapshot_epochs) * sizes["test"] * ("test" not in M.splits_needed(t.recorded))
+        images = views * (records * per_record + snapshots + sizes["test"])
+        return self.steps_per_epoch * t.epochs, records, images
 
     def to_flat(self) -> dict:
         return {f.name: getattr(part, f.name)
@@ -195,6 +244,18 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _canonical(obj, name: str, canonical) -> None:
+    """Store a spec string in its registry's canonical form (frozen dataclass)."""
+    object.__setattr__(obj, name, canonical(getattr(obj, name)))
+
+
+def _pairs(value, key: str) -> tuple:
+    try:
+        return tuple(tuple(p) for p in value)
+    except TypeError:
+        raise ConfigError(f"{key}: expected (epoch, lr) pairs, got {value!r}") from None
+
+
 def coerce(key: str, raw, typ):
     """Parse a command-line string (or check a typed value) into `typ`."""
     if not isinstance(raw, str):
@@ -216,7 +277,7 @@ def coerce(key: str, raw, typ):
         if typ is float:
             return float(text)
         if typ is tuple:
-            return _parse_pairs(text)
+            return _parse_tuple(key, text)
     except ConfigError:
         raise
     except ValueError:
@@ -224,14 +285,14 @@ def coerce(key: str, raw, typ):
     return text
 
 
-def _parse_pairs(text: str) -> tuple:
-    """'5:0.01,10:0.001' -> ((5, 0.01), (10, 0.001)); '' -> ()."""
+def _parse_tuple(key: str, text: str) -> tuple:
+    """lr_schedule '5:0.01,10:0.001' -> ((5, 0.01), (10, 0.001)); snapshot_epochs '1,2,4' -> (1, 2, 4)."""
     if not text:
         return ()
-    pairs = []
-    for item in text.split(","):
-        epoch, _, lr = item.partition(":")
-        pairs.append((int(epoch), float(lr)))
-    return tuple(pairs)
-
-
+    if key == "lr_schedule":
+        pairs = []
+        for item in text.split(","):
+            epoch, _, lr = item.partition(":")
+            pairs.append((int(epoch), float(lr)))
+        return tuple(pairs)
+    return tuple(int(v) for v in text.split(","))

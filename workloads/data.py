@@ -3,10 +3,12 @@ arrays that every trial of a node shares.
 
     root = resolve_data_dir(None)            # --data-dir, $ORCHESTRATOR_DATA, ./data
     data = prepare(DataConfig(), load_cifar10(root))
-    data.train_x.shape                       # (45000, 1, 32, 32) float32
+    data.train_x.shape                       # (45000, 3, 32, 32) float32
 
-Preprocessing is the assignment's ToTensor, Normalize(mean, std), Grayscale,
-applied to whole arrays rather than per sample.
+Preprocessing is torchvision's ToTensor, Normalize(mean, std) (NORMALIZATIONS)
+and optionally Grayscale, applied to whole arrays rather than per sample.
+Everything drawn per batch (augmentations, resizing, test-time views) happens
+on the trial's device instead (workloads.augment).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workloads.config import DataConfig
+from workloads.config import CLASSES as NUM_CLASSES, DataConfig
+from workloads.registry import Registry
 
 ENV_VAR = "ORCHESTRATOR_DATA"
 DEFAULT_DIR = "data"
@@ -27,10 +30,17 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.243, 0.261)
+
+# Normalize(mean, std) per channel: fn(**params) -> (mean, std), or None for no normalisation.
+NORMALIZATIONS = Registry("normalize")
+NORMALIZATIONS.add("dataset", lambda: (MEAN, STD))         # CIFAR-10's training-set statistics
+NORMALIZATIONS.add("half", lambda: ((0.5,) * 3, (0.5,) * 3))  # the PyTorch tutorial's, to [-1, 1]
+NORMALIZATIONS.add("const", lambda mean, std: ((mean,) * 3, (std,) * 3), {"mean": 0.5, "std": 0.5},
+                   lambda p: None if p["std"] > 0 else "std must be > 0")
+NORMALIZATIONS.add("none", lambda: None)                   # ToTensor's [0, 1]
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), applied in its order; written
 # out here because importing torchvision costs ~1.6 s in a process that only preprocesses.
 LUMA = (0.2989, 0.587, 0.114)
-NUM_CLASSES = 10
 
 
 class DataError(RuntimeError):
@@ -125,12 +135,15 @@ def _check_structure(raw: RawCifar, folder: Path) -> None:
             raise DataError(f"CIFAR-10 at {folder} has labels outside 0-9")
 
 
-def preprocess(x_uint8: np.ndarray, grayscale: bool) -> np.ndarray:
+def preprocess(x_uint8: np.ndarray, grayscale: bool, normalize: str = "dataset") -> np.ndarray:
     """ToTensor -> Normalize -> Grayscale on a whole (N, 3, 32, 32) uint8 array."""
     x = torch.from_numpy(x_uint8).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    spec = NORMALIZATIONS.parse(normalize)
+    stats = spec.entry.fn(**spec.params)
+    if stats is not None:
+        mean = torch.tensor(stats[0]).view(1, 3, 1, 1)
+        std = torch.tensor(stats[1]).view(1, 3, 1, 1)
+        x = (x - mean) / std
     if grayscale:  # torchvision.transforms.functional.rgb_to_grayscale, the same arithmetic
         r, g, b = x.unbind(dim=1)
         x = (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)  # (N, 1, 32, 32)
@@ -158,8 +171,9 @@ def prepare(cfg: DataConfig, raw: RawCifar) -> PreparedData:
     if cfg.test_subset:
         test_idx = np.sort(rng.permutation(test_idx)[:cfg.test_subset])
     eval_idx = np.sort(rng.permutation(len(train_idx))[:cfg.train_eval_size])
+    def pre(x):
+        return preprocess(x, cfg.grayscale, cfg.normalize)
     return PreparedData(
-        train_x=preprocess(raw.train_x[train_idx], cfg.grayscale), train_y=raw.train_y[train_idx],
-        train_eval_idx=eval_idx,
-        val_x=preprocess(raw.train_x[val_idx], cfg.grayscale), val_y=raw.train_y[val_idx],
-        test_x=preprocess(raw.test_x[test_idx], cfg.grayscale), test_y=raw.test_y[test_idx])
+        train_x=pre(raw.train_x[train_idx]), train_y=raw.train_y[train_idx], train_eval_idx=eval_idx,
+        val_x=pre(raw.train_x[val_idx]), val_y=raw.train_y[val_idx],
+        test_x=pre(raw.test_x[test_idx]), test_y=raw.test_y[test_idx])

@@ -1,17 +1,75 @@
-"""Metric names, defined once and imported everywhere (trainable, Tune's
-metric, aggregation, plots)."""
+"""Metric names, defined once and imported everywhere (training loop, trainable,
+Tune's metric, aggregation, plots, reports).
 
-STEP = "step"                 # optimizer steps taken so far
-EPOCH = "epoch"               # fractional epochs done at a record point
-LOSS = "train_loss"           # mean mini-batch loss since the previous record
-TRAIN_ACC = "train_acc"       # eval-mode accuracy on the fixed training sample
-VAL_ACC = "val_acc"           # eval-mode accuracy on the validation split
-GRAD_NORM = "grad_norm"       # L2 norm of d(loss)/d(first layer weight), last step
-LR = "lr"                     # learning rate in force at the record point
-TEST_ACC = "test_acc"         # reported once, after training
-DONE = "done_training"        # 1 on the final report
+A record point carries STEP, EPOCH, LR, LOSS and TRAIN_SECONDS, plus the
+metrics a run asks for (TrainConfig.metrics, checked against RECORDABLE).
+Each evaluation split is scored only if some asked-for metric needs it, and
+accuracy and loss of a split come from the same pass.
+"""
+from __future__ import annotations
 
-CURVES = (LOSS, TRAIN_ACC, VAL_ACC, GRAD_NORM)
+from dataclasses import dataclass
 
-# What an aggregate is ranked by.
-BEST_METRIC = TEST_ACC
+STEP = "step"                   # optimizer steps taken so far
+EPOCH = "epoch"                 # fractional epochs done at a record point
+LR = "lr"                       # learning rate in force at the record point
+LOSS = "train_loss"             # mean mini-batch loss since the previous record
+TRAIN_SECONDS = "train_seconds"  # training time so far, evaluation excluded
+TRAIN_ACC = "train_acc"         # eval-mode accuracy on the fixed training sample
+TRAIN_ACC_RUNNING = "train_acc_running"  # accuracy of the training batches since the last record (free)
+VAL_ACC = "val_acc"             # eval-mode accuracy on the validation split
+VAL_LOSS = "val_loss"           # eval-mode loss on the validation split
+TEST_ACC = "test_acc"           # test accuracy: at record points if asked, always once at the end
+TEST_LOSS = "test_loss"
+GRAD_NORM = "grad_norm"         # L2 norm of d(loss)/d(first layer weight), last step
+
+# In the final report of a run only.
+DONE = "done_training"          # 1 on the final report
+STATUS = "run_status"           # FINISHED or DIVERGED (Tune keeps "status" for its own)
+DIVERGED_AT = "diverged_at_step"  # the step whose loss was not finite
+PARAMETERS = "parameters"       # of the model that ran
+FINISHED, DIVERGED = "finished", "diverged"
+
+SPLITS = ("train_sample", "val", "test")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    title: str
+    split: str | None = None     # the evaluation it needs, if any
+    kind: str = ""               # "acc" or "loss" of that split
+
+
+RECORDABLE = {m.name: m for m in (
+    Metric(LOSS, "training loss"),
+    Metric(TRAIN_ACC_RUNNING, "training accuracy (running, training batches)"),
+    Metric(TRAIN_ACC, "training accuracy", "train_sample", "acc"),
+    Metric(VAL_ACC, "validation accuracy", "val", "acc"),
+    Metric(VAL_LOSS, "validation loss", "val", "loss"),
+    Metric(TEST_ACC, "test accuracy", "test", "acc"),
+    Metric(TEST_LOSS, "test loss", "test", "loss"),
+    Metric(GRAD_NORM, "first-layer gradient norm"),
+)}
+NAMES = {(m.split, m.kind): name for name, m in RECORDABLE.items() if m.split}  # (split, kind) -> name
+TITLES = {**{name: m.title for name, m in RECORDABLE.items()}, LR: "learning rate",
+          TRAIN_SECONDS: "training seconds", EPOCH: "epoch", STEP: "step"}
+
+# Curves aggregation averages over repeats (whatever a run recorded of these).
+CURVES = tuple(RECORDABLE) + (LR, TRAIN_SECONDS, EPOCH)
+
+DEFAULT = (LOSS, TRAIN_ACC, VAL_ACC)
+
+
+def split_list(text) -> tuple[str, ...]:
+    return tuple(t.strip() for t in str(text).split(",") if t.strip())
+
+
+def splits_needed(names) -> dict[str, set]:
+    """{split: {"acc", "loss"}} that the metrics `names` need scored at a record point."""
+    out: dict[str, set] = {}
+    for name in names:
+        m = RECORDABLE[name]
+        if m.split:
+            out.setdefault(m.split, set()).add(m.kind)
+    return out

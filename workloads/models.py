@@ -1,8 +1,9 @@
 """Architectures as data: layer specs in the assignment's notation, one builder,
 named presets in one registry.
 
+    build_model("tutorial")                                   # RGB 3x32x32 by default
     build_model("cnn_3", activation="sigmoid", in_shape=(1, 32, 32))
-    build_model("vgg_a_bn", width=0.5, in_shape=(3, 32, 32))
+    build_model("vgg_a_bn", width=0.5, init="kaiming_normal")
     build_from_spec(parse_spec("Conv-5x5x32-p2,ReLU,MaxPool-2x2,Dropout-0.25,FC-10"))
 
 Notation (convolutions default to stride 1 and valid padding; pools use stride = size):
@@ -13,9 +14,10 @@ Notation (convolutions default to stride 1 and valid padding; pools use stride =
     BN                        batch normalisation (2d or 1d, from the shape)
     Dropout-0.5               dropout with p = 0.5
     Res-128[-s2]              ResNet basic block (two 3x3 convs with BN, shortcut)
-    ReLU                      "the activation": replaced by the `activation` parameter
+    ReLU                      "the activation": the `activation` parameter (ACTIVATIONS)
 Widths (Conv, Res and hidden FC) scale with `width`; the prediction layer FC-10
-is appended to every preset and never scaled.
+is appended to every preset and never scaled. `init` (INITS) re-draws the
+weights of every Conv and Linear layer after PyTorch's own initialisation.
 """
 from __future__ import annotations
 
@@ -25,8 +27,28 @@ import re
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
-               "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
+from workloads.registry import Registry
+
+ACTIVATIONS = Registry("activation")
+ACTIVATIONS.add("relu", nn.ReLU)
+ACTIVATIONS.add("sigmoid", nn.Sigmoid)
+ACTIVATIONS.add("tanh", nn.Tanh)
+ACTIVATIONS.add("gelu", nn.GELU)
+ACTIVATIONS.add("leaky_relu", nn.LeakyReLU, {"negative_slope": 0.01})
+ACTIVATIONS.add("elu", nn.ELU, {"alpha": 1.0})
+ACTIVATIONS.add("identity", nn.Identity)  # no non-linearity: hw2's MLP "without ReLU"
+
+# Weight initialisations: fn(weight) in place; biases of re-drawn layers start at 0.
+INITS = Registry("init")
+INITS.add("default", None)  # PyTorch's own (Kaiming-uniform with a=sqrt(5)), left as built
+INITS.add("xavier_uniform", nn.init.xavier_uniform_)
+INITS.add("xavier_normal", nn.init.xavier_normal_)
+INITS.add("kaiming_uniform", lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"))
+INITS.add("kaiming_normal", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+INITS.add("normal", lambda w, std: nn.init.normal_(w, 0.0, std), {"std": 0.01},
+          lambda p: None if p["std"] > 0 else "std must be > 0")
+INITS.add("uniform", lambda w, a: nn.init.uniform_(w, -a, a), {"a": 0.05},
+          lambda p: None if p["a"] > 0 else "a must be > 0")
 
 
 def _vgg(layout, bn: bool) -> tuple[str, ...]:
@@ -39,6 +61,11 @@ def _vgg(layout, bn: bool) -> tuple[str, ...]:
 _VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")  # VGG-11, "A"
 
 ARCHS: dict[str, tuple[str, ...]] = {
+    # The PyTorch CIFAR-10 tutorial's net (hw2, elec5307, coordinate): 62,006 parameters on RGB.
+    "tutorial": ("Conv-5x5x6", "ReLU", "MaxPool-2x2", "Conv-5x5x16", "ReLU", "MaxPool-2x2",
+                 "FC-120", "ReLU", "FC-84", "ReLU"),
+    "fc": (),                                        # one linear layer, inputs to classes (hw2)
+    "mlp_110_74": ("FC-110", "ReLU", "FC-74", "ReLU"),  # hw2's MLP; activation=identity drops the ReLUs
     "mlp_1": ("FC-32", "ReLU"),
     "mlp_2": ("FC-32", "ReLU", "FC-64-nobias"),
     "cnn_3": ("Conv-3x3x16", "ReLU", "Conv-5x5x8", "ReLU", "MaxPool-2x2",
@@ -90,20 +117,39 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.act1 = ACTIVATIONS[activation]()
+        self.act1 = activation_module(activation)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.act2 = ACTIVATIONS[activation]()
+        self.act2 = activation_module(activation)
 
     def forward(self, x):
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
         return self.act2(out + self.shortcut(x))
 
 
-def build_from_spec(spec, activation: str = "relu", in_shape=(1, 32, 32), width: float = 1.0) -> nn.Sequential:
+def activation_module(text: str) -> nn.Module:
+    spec = ACTIVATIONS.parse(text)
+    return spec.entry.fn(**spec.params)
+
+
+def initialise(model: nn.Module, text: str) -> nn.Module:
+    """Re-draw every Conv and Linear weight with the INITS entry `text` (biases to 0)."""
+    spec = INITS.parse(text)
+    if spec.entry.fn is None:
+        return model
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                spec.entry.fn(m.weight, **spec.params)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model
+
+
+def build_from_spec(spec, activation: str = "relu", in_shape=(3, 32, 32), width: float = 1.0) -> nn.Sequential:
     """One module per token; shapes are tracked so FC layers know their fan-in."""
     layers: list[nn.Module] = []
     shape = tuple(in_shape)  # (C, H, W) or (F,)
@@ -141,7 +187,7 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(1, 32, 32), width:
         elif m := _TOKENS["dropout"].fullmatch(token):
             layers.append(nn.Dropout(float(m[1])))
         elif _TOKENS["act"].fullmatch(token):
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(activation_module(activation))
         else:
             raise ValueError(f"unknown layer token {token!r}")
         if min(shape) < 1:
@@ -149,11 +195,11 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(1, 32, 32), width:
     return nn.Sequential(*layers)
 
 
-def build_model(arch: str, activation: str = "relu", in_shape=(1, 32, 32), width: float = 1.0,
-                spec: str = "") -> nn.Sequential:
+def build_model(arch: str, activation: str = "relu", in_shape=(3, 32, 32), width: float = 1.0,
+                spec: str = "", init: str = "default") -> nn.Sequential:
     """A preset by name, or `spec` (the body, without the prediction layer) when given."""
     tokens = parse_spec(spec) + (PREDICTION,) if spec else spec_of(arch)
-    return build_from_spec(tokens, activation, in_shape, width)
+    return initialise(build_from_spec(tokens, activation, in_shape, width), init)
 
 
 def has_batch_norm(model: nn.Module) -> bool:
@@ -172,7 +218,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def multiply_adds(model: nn.Module, in_shape=(1, 32, 32)) -> int:
+def multiply_adds(model: nn.Module, in_shape=(3, 32, 32)) -> int:
     """Multiply-adds of one image's forward pass through the convolutions and linear
     layers (what dominates these models' cost), counted on one image in eval mode
     (a meta-device pass would cost ~1.4 s of lazy imports the first time)."""
