@@ -1,0 +1,449 @@
+"""A report as a small document model, written as one self-contained HTML page
+(figures inlined as base64 PNG, no network, opens from disk) and as Markdown
+with the same tables (figures as PNG files beside it, for a write-up).
+
+    doc = Document("part3: five architectures", "Adam, 15 epochs, 10 repeats", sections=[
+        Section("Test accuracy", [
+            Table(frame, "Test accuracy over repeats", formats={"mean": ".3f", "95% CI": lambda ci: fmt_ci(*ci)}),
+            Figure(out / "compare.png", "Curves: mean and 95% interval over repeats"),
+            Details("Every repeat", [Table(per_repeat)]),
+        ]),
+    ], provenance={"code": "c4eeb15", "torch": "2.5.1"})
+    write_report(doc, out)      # out/report.html, out/report.md (+ out/figures/ for figures kept elsewhere)
+
+Table cells: None and NaN show as an em dash, `Missing("n = 1: no interval")`
+shows its reason; other values go through `formats[column]` (a format spec
+such as ".3f", or a callable returning text) and never print as "nan"/"None".
+The frame's index is not shown: `reset_index()` first when it matters.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+from urllib.parse import quote
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from results.io import atomic_path
+
+DASH = "\u2014"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A cell with no value; shows its reason ("n = 1: no interval"), or an em dash.
+    Not a str on purpose: pandas 3 turns all-string columns into its string
+    dtype, which would strip a str subclass of what it means."""
+    reason: str = DASH
+
+    def __str__(self) -> str:
+        return self.reason or DASH
+
+
+# ---- formatting helpers: each returns text, or Missing where there is no number
+
+def _absent(x) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+def fmt_num(x, digits: int = 3, signed: bool = False, why: Optional[str] = None) -> str | Missing:
+    """fmt_num(0.71234) -> '0.712'; fmt_num(0.0123, signed=True) -> '+0.012'; None -> Missing(why)."""
+    return Missing(why or DASH) if _absent(x) else format(float(x), f"{'+' if signed else ''}.{digits}f")
+
+
+def fmt_ci(low, high, digits: int = 3, why: Optional[str] = None) -> str | Missing:
+    """fmt_ci(0.70, 0.72) -> '[0.700, 0.720]'; either end None -> Missing(why)."""
+    if _absent(low) or _absent(high):
+        return Missing(why or DASH)
+    return f"[{fmt_num(low, digits)}, {fmt_num(high, digits)}]"
+
+
+def fmt_p(p, why: Optional[str] = None) -> str | Missing:
+    """fmt_p(0.0004) -> '< 0.001'; fmt_p(0.0312) -> '0.031'; None -> Missing(why)."""
+    if _absent(p):
+        return Missing(why or DASH)
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_mean_sd(mean, sd, digits: int = 3, why: Optional[str] = None) -> str | Missing:
+    """fmt_mean_sd(0.712, 0.01) -> '0.712 ± 0.010'; sd None -> '0.712 ± —' (or '0.712 (why)')."""
+    if _absent(mean):
+        return Missing(why or DASH)
+    if _absent(sd):
+        return f"{fmt_num(mean, digits)} ({why})" if why else f"{fmt_num(mean, digits)} \u00b1 {DASH}"
+    return f"{fmt_num(mean, digits)} \u00b1 {fmt_num(sd, digits)}"
+
+
+def format_cell(value, spec: Union[str, Callable[[Any], Any], None] = None) -> str | Missing:
+    """One table cell as text: Missing passes through, None/NaN -> em dash
+    (before `spec` is applied, so a spec only ever sees a value)."""
+    if isinstance(value, Missing):
+        return value
+    if np.ndim(value) == 0 and not isinstance(value, str) and _absent(value):
+        return Missing()
+    if isinstance(value, np.generic):
+        value = value.item()                  # numpy scalars format like Python ones
+    if callable(spec):
+        text = spec(value)
+        return Missing() if text is None else text if isinstance(text, Missing) else str(text)
+    if spec:
+        return format(value, spec)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else ("\u221e" if value > 0 else "-\u221e")
+    return str(value)
+
+
+# Text that reads as a number ("0.712", "[0.70, 0.72]", "< 0.001", "+1.2%", "0.71 ± 0.01") is right-aligned.
+_SIGNS = r"\s\d.,%+\-\u2212\u00b1\u00d7eE<>()\[\]\u221e\u2014"    # digits, signs, brackets, ±, ×, ∞, —
+_NUMERIC_TEXT = re.compile(rf"^[{_SIGNS}]*\d[{_SIGNS}]*$")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+# ---- the document model
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+    def __post_init__(self):
+        if not isinstance(self.text, str):
+            raise TypeError(f"Paragraph text must be a str, got {type(self.text).__name__}")
+
+
+@dataclass(frozen=True, eq=False)             # eq=False: DataFrames have no truth value to compare by
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+    formats: Mapping[str, Union[str, Callable[[Any], Any]]] = field(default_factory=dict)
+    note: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.frame, pd.DataFrame):
+            raise TypeError(f"Table frame must be a pandas DataFrame, got {type(self.frame).__name__}")
+        unknown = [c for c in self.formats if c not in self.frame.columns]
+        if unknown:
+            raise ValueError(f"Table {self.caption!r}: formats for unknown column(s) {unknown}; "
+                             f"columns are {list(self.frame.columns)}")
+        object.__setattr__(self, "formats", dict(self.formats))
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path                                # a PNG file, read when the report is written
+    caption: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+        if self.path.suffix.lower() != ".png":
+            raise ValueError(f"Figure {self.path}: only PNG is embedded; save it with a .png suffix")
+
+
+@dataclass(frozen=True)
+class Details:
+    """A collapsible group of blocks (long tables, per-run figures); opened when printed."""
+    summary: str
+    blocks: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "blocks", _blocks(self.blocks, f"Details {self.summary!r}"))
+
+
+Block = Union[Paragraph, Table, Figure, Details]
+
+
+def _blocks(blocks, where: str) -> tuple:
+    blocks = tuple(blocks)
+    for b in blocks:
+        if not isinstance(b, (Paragraph, Table, Figure, Details)):
+            raise TypeError(f"{where}: {type(b).__name__} is not a block; use Paragraph, Table, Figure or Details")
+    return blocks
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    blocks: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "blocks", _blocks(self.blocks, f"Section {self.title!r}"))
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    subtitle: str = ""
+    sections: tuple = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        sections = tuple(self.sections)
+        if not all(isinstance(s, Section) for s in sections):
+            raise TypeError("Document sections must be Section objects")
+        object.__setattr__(self, "sections", sections)
+        object.__setattr__(self, "provenance", dict(self.provenance))
+
+
+# ---- view model shared by both renderers: numbered, formatted, no HTML in it
+
+def _table_view(t: Table) -> dict:
+    columns = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in t.frame.columns]
+    raw = [list(r) for r in t.frame.itertuples(index=False, name=None)]
+    specs = [t.formats.get(c) for c in t.frame.columns]
+    try:
+        text = [[format_cell(v, s) for v, s in zip(r, specs)] for r in raw]
+    except (TypeError, ValueError) as e:      # say which table and column, not just "Unknown format code"
+        raise ValueError(f"Table {t.caption!r}: a cell does not fit its format ({e}); formats: {t.formats}") from e
+    num = []
+    for j in range(len(columns)):             # a column is numeric when every present cell is
+        present = [(r[j], tr[j]) for r, tr in zip(raw, text) if not isinstance(tr[j], Missing)]
+        num.append(bool(present) and all(_is_number(v) or _NUMERIC_TEXT.match(s) for v, s in present))
+    rows = [[{"text": str(s), "missing": isinstance(s, Missing),
+              "cls": " ".join(["num"] * n + ["missing"] * isinstance(s, Missing))} for s, n in zip(tr, num)]
+            for tr in text]
+    return {"columns": [{"name": c, "num": n} for c, n in zip(columns, num)], "rows": rows}
+
+
+def _png(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"Figure {path}: no such file; write the figure before the report")
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"Figure {path}: not a PNG file (the first bytes are not the PNG signature)")
+    return data
+
+
+def _view(blocks, counters: dict, figure: Callable[[Figure], dict]) -> list:
+    out = []
+    for b in blocks:
+        if isinstance(b, Paragraph):
+            out.append({"kind": "paragraph", "text": b.text})
+        elif isinstance(b, Table):
+            counters["table"] += 1
+            out.append({"kind": "table", "number": counters["table"], "caption": b.caption,
+                        "note": b.note, **_table_view(b)})
+        elif isinstance(b, Figure):
+            counters["figure"] += 1
+            out.append({"kind": "figure", "number": counters["figure"], "caption": b.caption,
+                        "alt": b.caption or b.path.stem, **figure(b)})
+        else:
+            out.append({"kind": "details", "summary": b.summary, "blocks": _view(b.blocks, counters, figure)})
+    return out
+
+
+def _doc_view(doc: Document, figure: Callable[[Figure], dict]) -> dict:
+    counters = {"table": 0, "figure": 0}
+    sections = [{"title": s.title, "id": f"s{i}", "blocks": _view(s.blocks, counters, figure)}
+                for i, s in enumerate(doc.sections, 1)]
+    provenance = [(str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str))
+                  for k, v in doc.provenance.items()]
+    return {"title": doc.title, "subtitle": doc.subtitle, "sections": sections, "provenance": provenance}
+
+
+# ---- HTML
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+*{box-sizing:border-box}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1b1b1b;
+ background:#fff;max-width:72rem;margin:0 auto;padding:1.5rem 2rem 4rem;overflow-wrap:break-word}
+h1{font-size:1.8rem;margin:0 0 .2rem}h2{font-size:1.35rem;margin:2.2rem 0 .6rem;border-bottom:1px solid #ddd}
+.subtitle{color:#555;margin:0 0 1rem}
+nav.toc{background:#f6f7f9;border:1px solid #e3e5e8;border-radius:6px;padding:.5rem 1rem;display:inline-block}
+nav.toc ol{margin:.2rem 0;padding-left:1.4rem}
+.table-wrap{overflow-x:auto;max-width:100%;margin:1rem 0}
+table{border-collapse:collapse;font-size:.92rem}
+caption{caption-side:top;text-align:left;font-weight:600;padding:.3rem 0}
+th,td{padding:.3rem .65rem;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
+thead th{border-bottom:2px solid #999}
+tbody tr:nth-child(even){background:#f7f8fa}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.missing{color:#777}.num.missing{white-space:normal}
+.note{color:#555;font-size:.9rem;margin-top:-.5rem}
+figure{margin:1.5rem 0}img{max-width:100%;height:auto;display:block}
+figcaption{color:#444;font-size:.92rem;margin-top:.3rem}
+details{border:1px solid #e3e3e3;border-radius:6px;padding:.4rem .9rem;margin:1rem 0}
+summary{cursor:pointer;font-weight:600}
+table.provenance{table-layout:fixed;width:100%}
+table.provenance th{width:14rem}
+table.provenance td{overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}
+@page{margin:14mm}
+@media print{body{max-width:none;padding:0;font-size:11pt}nav.toc{display:none}
+ .table-wrap{overflow:visible}table,figure{break-inside:avoid}h2,caption{break-after:avoid}
+ tbody tr:nth-child(even){print-color-adjust:exact;-webkit-print-color-adjust:exact}}
+</style>
+<script>/* printed copies show what is folded away on screen */
+addEventListener("beforeprint",()=>document.querySelectorAll("details").forEach(d=>d.open=true));</script>
+</head><body>
+{%- macro block(b) %}
+{%- if b.kind == "paragraph" %}
+<p>{{ b.text }}</p>
+{%- elif b.kind == "table" %}
+<div class="table-wrap"><table>
+<caption>Table {{ b.number }}.{% if b.caption %} {{ b.caption }}{% endif %}</caption>
+<thead><tr>
+{%- for c in b.columns %}<th scope="col"{% if c.num %} class="num"{% endif %}>{{ c.name }}</th>{% endfor -%}
+</tr></thead>
+<tbody>
+{%- for row in b.rows %}
+<tr>{% for cell in row %}<td{% if cell.cls %} class="{{ cell.cls }}"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
+{%- endfor %}
+</tbody></table></div>
+{%- if b.note %}
+<p class="note">{{ b.note }}</p>
+{%- endif %}
+{%- elif b.kind == "figure" %}
+<figure><img src="{{ b.src }}" alt="{{ b.alt }}" width="{{ b.width }}" height="{{ b.height }}">
+<figcaption>Figure {{ b.number }}.{% if b.caption %} {{ b.caption }}{% endif %}</figcaption></figure>
+{%- else %}
+<details><summary>{{ b.summary }}</summary>
+{%- for c in b.blocks %}{{ block(c) }}{% endfor %}
+</details>
+{%- endif %}
+{%- endmacro %}
+<header><h1>{{ title }}</h1>{% if subtitle %}<p class="subtitle">{{ subtitle }}</p>{% endif %}</header>
+<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>
+{%- for s in sections %}<li><a href="#{{ s.id }}">{{ s.title }}</a></li>{% endfor %}
+{%- if provenance %}<li><a href="#provenance">Provenance</a></li>{% endif %}</ol></nav>
+{%- for s in sections %}
+<section id="{{ s.id }}"><h2>{{ s.title }}</h2>
+{%- for b in s.blocks %}{{ block(b) }}{% endfor %}
+</section>
+{%- endfor %}
+{%- if provenance %}
+<section id="provenance"><h2>Provenance</h2>
+<div class="table-wrap"><table class="provenance"><caption>What produced this report</caption><tbody>
+{%- for k, v in provenance %}
+<tr><th scope="row">{{ k }}</th><td>{{ v }}</td></tr>
+{%- endfor %}
+</tbody></table></div></section>
+{%- endif %}
+</body></html>
+"""
+
+def _embed(fig: Figure) -> dict:
+    data = _png(fig.path)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
+    return {"src": "data:image/png;base64," + base64.b64encode(data).decode("ascii"),
+            "width": width, "height": height}
+
+
+_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(_TEMPLATE)
+
+
+def render_html(doc: Document) -> str:
+    """The whole page as one string; reads each figure's PNG."""
+    return _PAGE.render(**_doc_view(doc, _embed))
+
+
+# ---- Markdown
+
+def _md(text: str, cell: bool = False) -> str:
+    """Literal text in Markdown: no emphasis, links or raw HTML by accident."""
+    text = re.sub(r"([\\`*|])", r"\\\1", str(text))
+    text = re.sub(r"\](?=[(\[:])", r"\\]", text)     # no link can form; "[0.70, 0.72]" stays as is
+    text = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)   # cnn_3 stays readable
+    text = text.replace("<", "&lt;")
+    if cell:
+        return " ".join(text.split()) or " "
+    return re.sub(r"(?m)^(\s*)([#>+\-]|\d+\.)(?=\s)", r"\1\\\2", text)  # no headings/lists/quotes
+
+
+def _md_table(columns: list, rows: list) -> list:
+    lines = ["| " + " | ".join(_md(c["name"], True) for c in columns) + " |",
+             "| " + " | ".join("---:" if c["num"] else "---" for c in columns) + " |"]
+    for row in rows:
+        cells = [("*" + _md(c["text"], True) + "*") if c["missing"] and c["text"] != DASH else _md(c["text"], True)
+                 for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _md_blocks(blocks: list, level: int) -> list:
+    out = []
+    for b in blocks:
+        if b["kind"] == "paragraph":
+            out += [_md(b["text"]), ""]
+        elif b["kind"] == "table":
+            out += [f"**Table {b['number']}.**" + (f" {_md(b['caption'])}" if b["caption"] else ""), ""]
+            out += _md_table(b["columns"], b["rows"]) + [""]
+            out += [f"*{_md(b['note'])}*", ""] if b["note"] else []
+        elif b["kind"] == "figure":
+            out += [f"![{_md(b['alt'], True)}]({b['link']})", ""]
+            out += [f"*Figure {b['number']}.*" + (f" {_md(b['caption'])}" if b["caption"] else ""), ""]
+        else:   # folding is an HTML nicety: a write-up gets a sub-heading
+            out += ["#" * min(level, 6) + " " + _md(b["summary"], True), ""] + _md_blocks(b["blocks"], level + 1)
+    return out
+
+
+def render_markdown(doc: Document, links: Optional[Mapping[Path, str]] = None) -> str:
+    """GitHub-flavoured Markdown. `links` maps a figure's path to its link
+    (relative to the report folder); by default the path as given."""
+    links = links or {}
+    view = _doc_view(doc, lambda f: {"link": quote(links.get(f.path, f.path.as_posix()))})
+    out = [f"# {_md(view['title'], True)}", ""] + ([f"*{_md(view['subtitle'])}*", ""] if view["subtitle"] else [])
+    for s in view["sections"]:
+        out += [f"## {_md(s['title'], True)}", ""] + _md_blocks(s["blocks"], 3)
+    if view["provenance"]:
+        out += ["## Provenance", "", "| key | value |", "| --- | --- |"]
+        out += [f"| {_md(k, True)} | {_md(v, True)} |" for k, v in view["provenance"]] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _figures(blocks) -> list:
+    found = []
+    for b in blocks:
+        found += [b] if isinstance(b, Figure) else _figures(b.blocks) if isinstance(b, Details) else []
+    return found
+
+
+def place_figures(doc: Document, folder: Path) -> dict:
+    """Each figure's link relative to `folder`; figures outside it are copied
+    into folder/figures/ (folder/figures belongs to the report: a rerun
+    overwrites its copies; two different files with one name get -2, -3)."""
+    folder = Path(folder).resolve()
+    figures = [(f, f.path.resolve()) for s in doc.sections for f in _figures(s.blocks)]
+    links = {f.path: src.relative_to(folder).as_posix() for f, src in figures if src.is_relative_to(folder)}
+    # name in figures/ -> the file it holds; a figure already there keeps its name
+    claimed = {src.name: src for _, src in figures if src.parent == folder / "figures"}
+    for fig, source in figures:
+        if fig.path in links:
+            continue
+        k, name = 1, f"{source.stem}.png"
+        while claimed.get(name, source) != source:      # taken by another file: the next suffix
+            k += 1
+            name = f"{source.stem}-{k}.png"
+        if name not in claimed:
+            data, target = _png(fig.path), folder / "figures" / name
+            if not (target.is_file() and target.read_bytes() == data):
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(data)
+            claimed[name] = source
+        links[fig.path] = f"figures/{name}"
+    return links
+
+
+def write_report(doc: Document, folder: Path) -> tuple[Path, Path]:
+    """Writes folder/report.html and folder/report.md, each atomically;
+    both are rendered before either is written. Returns their paths."""
+    folder = Path(folder)
+    html = render_html(doc)
+    markdown = render_markdown(doc, place_figures(doc, folder))
+    paths = folder / "report.html", folder / "report.md"
+    for path, text in zip(paths, (html, markdown)):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return paths
