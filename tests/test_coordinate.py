@@ -1,0 +1,316 @@
+"""The coordinate search on a synthetic objective: by hand (which configs it asks
+for, in which order; what the noise rule keeps; failures, invalid candidates; save
+and restore mid-step), then through Ray Tune, whole and interrupted + restored."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from ray import tune
+from ray.tune.search import Searcher
+
+from orchestrator.coordinate import CURRENT, Candidate, CoordinateSearch, Step
+from workloads import metrics as M
+from workloads.config import ConfigError
+
+BASE = {"batch_size": 64, "depth": 2, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "seed": 0}
+ADAM = {"optimizer": "adam", "momentum": 0.0, "lr": 0.001}
+STEPS = [Step("batch_size", [Candidate("bs32", {"batch_size": 32}), Candidate("bs64", {"batch_size": 64}),
+                             Candidate("bs128", {"batch_size": 128})]),
+         Step("depth", [Candidate(f"d{d}", {"depth": d}) for d in (1, 2, 3)]),
+         Step("optimizer", [Candidate("sgd", {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01}),
+                            Candidate("adam", ADAM)])]
+# Each setting adds its effect; a repeat's seed adds a little noise (the same for every config).
+EFFECTS = {"batch_size": {32: 0.02, 64: 0.0, 128: -0.03}, "depth": {1: -0.05, 2: 0.0, 3: 0.04},
+           "optimizer": {"sgd": 0.0, "adam": 0.03}}
+SEED_NOISE = (0.001, -0.001, 0.0)
+BEST = {**BASE, "batch_size": 32, "depth": 3, **ADAM}
+
+
+def make_objective(effects, seed_noise):
+    # A closure, so that cloudpickle ships it by value: Ray's workers cannot import this test module.
+    def objective(config):
+        return 0.5 + sum(effects[k][config[k]] for k in effects) + seed_noise[config["seed"]]
+    return objective
+
+
+objective = make_objective(EFFECTS, SEED_NOISE)
+
+
+def asked(changes, meta):
+    """make_config for the hand-driven tests: what was asked for, as (candidate, repeat, changes)."""
+    return {"ask": (meta["candidate"], meta["repeat"], changes), "config": {**BASE, **changes}}
+
+
+def drive(search, score=lambda cfg: {M.VAL_ACC: objective(cfg)}, first=0):
+    """Runs the search to the end, one trial at a time; returns what it asked for."""
+    out, n = [], first
+    while (suggestion := search.suggest(f"t{n}")) != Searcher.FINISHED:
+        assert suggestion is not None, "nothing running, yet no suggestion"
+        out.append(suggestion["ask"])
+        result = score(suggestion["config"])
+        search.on_trial_complete(f"t{n}", result=result, error=result is None)
+        n += 1
+    return out
+
+
+def one_step(values, repeats, **kwargs):
+    """A single batch-size step with the given results per batch size, one per seed (a number
+    is that val_acc, else the result itself, None for an error); returns its history entry."""
+    def score(config):
+        given = values[config["batch_size"]][config["seed"]]
+        return {M.VAL_ACC: given} if isinstance(given, float) else given
+    search = CoordinateSearch(BASE, STEPS[:1], repeats, make_config=asked, **kwargs)
+    drive(search, score)
+    (step,) = search.history()
+    return step, {row["candidate"]: row for row in step["rows"]}
+
+
+def test_asks_step_by_step_and_reuses_the_incumbent():
+    search = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+    assert drive(search) == [
+        # First step: the base (the incumbent bs64) is trained, then the challengers.
+        ("bs64", 0, {"seed": 0}), ("bs64", 1, {"seed": 1}),
+        ("bs32", 0, {"batch_size": 32, "seed": 0}), ("bs32", 1, {"batch_size": 32, "seed": 1}),
+        ("bs128", 0, {"batch_size": 128, "seed": 0}), ("bs128", 1, {"batch_size": 128, "seed": 1}),
+        # Later steps: the challengers only, on top of the choices so far; d2 and sgd are reused.
+        ("d1", 0, {"batch_size": 32, "depth": 1, "seed": 0}), ("d1", 1, {"batch_size": 32, "depth": 1, "seed": 1}),
+        ("d3", 0, {"batch_size": 32, "depth": 3, "seed": 0}), ("d3", 1, {"batch_size": 32, "depth": 3, "seed": 1}),
+        ("adam", 0, {"batch_size": 32, "depth": 3, **ADAM, "seed": 0}),
+        ("adam", 1, {"batch_size": 32, "depth": 3, **ADAM, "seed": 1})]
+    assert search.finished and search.best_config() == BEST
+    history = search.history()
+    assert [(h["step"], h["incumbent"], h["chosen"]) for h in history] == [
+        ("batch_size", "bs64", "bs32"), ("depth", "d2", "d3"), ("optimizer", "sgd", "adam")]
+    assert [h["best"] for h in history] == [{**BASE, "batch_size": 32}, {**BASE, "batch_size": 32, "depth": 3},
+                                            BEST]
+    d2 = history[1]["rows"][1]
+    assert d2["candidate"] == "d2" and d2["reused"] and d2["values"] == history[0]["rows"][0]["values"]
+    assert d2["mean"] == pytest.approx(0.52) and d2["std"] == pytest.approx(0.002 / math.sqrt(2))
+    assert history[0]["noise"] == pytest.approx(0.002 / math.sqrt(2))  # sqrt(2 * (std/sqrt(2))^2)
+
+
+def test_waits_for_a_step_to_finish_and_respects_max_concurrent():
+    search = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked, max_concurrent=4)
+    first = [search.suggest(f"t{i}") for i in range(5)]
+    assert [s["ask"][:2] for s in first[:4]] == [("bs64", 0), ("bs64", 1), ("bs32", 0), ("bs32", 1)]
+    assert first[4] is None  # four running
+    for i in range(4):
+        search.on_trial_complete(f"t{i}", {M.VAL_ACC: objective(first[i]["config"])})
+    last = [search.suggest(f"t{i}") for i in (4, 5, 6)]
+    assert [s["ask"][:2] for s in last[:2]] == [("bs128", 0), ("bs128", 1)] and last[2] is None
+    search.on_trial_complete("t4", {M.VAL_ACC: objective(last[0]["config"])})
+    assert search.suggest("t6") is None  # the next step depends on t5
+    search.on_trial_complete("t5", {M.VAL_ACC: objective(last[1]["config"])})
+    assert search.suggest("t6")["ask"][:2] == ("d1", 0)
+    search.set_max_concurrency(1)  # as Tune's ConcurrencyLimiter passes max_concurrent_trials on
+    assert search.suggest("t7") is None
+
+
+def test_a_challenger_within_the_noise_does_not_replace_the_incumbent():
+    # bs32 is +0.005 better on average, but each mean has a standard error of 0.01.
+    step, rows = one_step({64: [0.50, 0.52], 32: [0.505, 0.525], 128: [0.40, 0.42]}, repeats=2)
+    assert step["chosen"] == "bs64" and rows["bs64"]["chosen"] and not rows["bs32"]["chosen"]
+    assert step["gain"] == pytest.approx(0.005) and step["noise"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))
+    assert rows["bs64"]["reason"].startswith("incumbent kept") and rows["bs32"]["reason"].startswith("not taken")
+
+
+def test_a_clearly_better_challenger_is_taken():
+    step, rows = one_step({64: [0.50, 0.52], 32: [0.505, 0.525], 128: [0.60, 0.61]}, repeats=2)
+    assert step["chosen"] == "bs128" and step["best"]["batch_size"] == 128 and rows["bs128"]["chosen"]
+    assert step["gain"] == pytest.approx(0.095) and rows["bs128"]["reason"].startswith("taken")
+    assert rows["bs32"]["reason"] == "below the best challenger bs128"
+
+
+def test_mode_min_prefers_the_lower_mean():
+    step, _ = one_step({64: [{"loss": 1.0}], 32: [{"loss": 0.9}], 128: [{"loss": 1.2}]}, repeats=1,
+                       metric="loss", mode="min")
+    assert step["chosen"] == "bs32" and step["gain"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("gain, taken", [(0.004, False), (0.006, True)])
+def test_with_one_repeat_the_margin_is_the_noise(gain, taken):
+    values = {64: [0.5], 32: [0.5 + gain], 128: [0.4]}
+    step, _ = one_step(values, repeats=1)
+    assert step["noise"] == 0.005 and step["chosen"] == ("bs32" if taken else "bs64")
+    step, _ = one_step(values, repeats=1, margin=0.01)
+    assert step["noise"] == 0.01 and step["chosen"] == "bs64"
+
+
+@pytest.mark.parametrize("failure, why", [(None, "error"), ({"loss": 1.0}, f"no {M.VAL_ACC}"),
+                                          ({M.VAL_ACC: math.nan}, f"{M.VAL_ACC}=nan")])
+def test_a_failed_trial_counts_as_the_worst_value(failure, why):
+    # bs32 would be far best on its other repeat; one failure (an error, no metric, NaN) sinks it.
+    step, rows = one_step({64: [0.50, 0.52], 32: [0.9, failure], 128: [0.55, 0.56]}, repeats=2)
+    assert step["chosen"] == "bs128"
+    assert rows["bs32"]["failed"] == [{"repeat": 1, "why": why}] and rows["bs32"]["mean"] == -math.inf
+    assert rows["bs64"]["failed"] == rows["bs128"]["failed"] == []
+
+
+def test_a_failed_incumbent_loses_to_any_challenger_and_worst_can_be_finite():
+    values = {64: [None, 0.5], 32: [0.30, 0.31], 128: [0.20, 0.21]}
+    step, rows = one_step(values, repeats=2)
+    assert step["chosen"] == "bs32" and step["noise"] is None
+    assert "failed repeats count as worst" in rows["bs32"]["reason"]
+    step, rows = one_step(values, repeats=2, worst=0.0)  # accuracy's own worst: means stay finite
+    assert rows["bs64"]["mean"] == 0.25 and step["chosen"] == "bs64"  # 0.305 is within the noise of 0.25
+
+
+def test_an_invalid_candidate_is_skipped_with_its_reason():
+    def validate(config):
+        return "does not fit in memory" if config["batch_size"] * config["depth"] > 200 else None
+    search = CoordinateSearch(BASE, STEPS, repeats=1, make_config=asked, validate=validate)
+    asks = drive(search)
+    assert all(label != "bs128" for label, _, _ in asks)
+    bs = {row["candidate"]: row for row in search.history()[0]["rows"]}["bs128"]
+    assert bs["reason"] == "invalid: does not fit in memory" and bs["n"] == 0 and not bs["chosen"]
+    assert search.best_config() == BEST
+    with pytest.raises(ConfigError, match="base config is invalid: too deep"):
+        CoordinateSearch(BASE, STEPS, validate=lambda config: "too deep")
+
+
+def test_the_current_best_is_the_incumbent_when_no_candidate_matches():
+    steps = [Step("lr", [Candidate("lr0.1", {"lr": 0.1}), Candidate("lr0.05", {"lr": 0.05})])]
+    search = CoordinateSearch(BASE, steps, repeats=1, make_config=asked)
+    assert drive(search, lambda cfg: {M.VAL_ACC: {0.01: 0.5, 0.1: 0.45, 0.05: 0.49}[cfg["lr"]]}) == [
+        (CURRENT, 0, {"seed": 0}), ("lr0.1", 0, {"lr": 0.1, "seed": 0}), ("lr0.05", 0, {"lr": 0.05, "seed": 0})]
+    (step,) = search.history()
+    assert step["incumbent"] == step["chosen"] == CURRENT and step["rows"][0]["changes"] == {}
+
+
+def test_plans_are_checked_when_built():
+    with pytest.raises(ConfigError, match="not settings of base"):
+        CoordinateSearch(BASE, [Step("typo", [Candidate("x", {"batchsize": 32})])])
+    with pytest.raises(ConfigError, match="unique"):
+        Step("dup", [Candidate("a", {}), Candidate("a", {})])
+    with pytest.raises(ConfigError, match="reserved"):
+        Candidate(CURRENT, {})
+
+
+def test_save_mid_step_and_restore_continues_the_same_search(tmp_path):
+    whole = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+    asks = drive(whole)
+    for cut in range(len(asks)):
+        search = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+        for n in range(cut):
+            suggestion = search.suggest(f"t{n}")
+            search.on_trial_complete(f"t{n}", {M.VAL_ACC: objective(suggestion["config"])})
+        running = {}  # the rest of the step is in flight when the experiment is saved
+        while (suggestion := search.suggest(f"t{cut + len(running)}")) is not None:
+            running[f"t{cut + len(running)}"] = suggestion
+        search.save(tmp_path / "state.pkl")
+        for trial_id in running:  # what happens after the save is lost
+            search.on_trial_complete(trial_id, {M.VAL_ACC: 0.0})
+
+        restored = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+        restored.restore(tmp_path / "state.pkl")
+        assert restored.suggest("t99") is None  # the step is still running
+        # Tune resumes the running trials under their ids; their results are taken, in any order.
+        for trial_id, suggestion in reversed(running.items()):
+            restored.on_trial_complete(trial_id, {M.VAL_ACC: objective(suggestion["config"])})
+        resumed = [s["ask"] for s in running.values()] + drive(restored, first=100)
+        assert resumed == asks[cut:], cut
+        assert restored.history() == whole.history() and restored.best_config() == BEST
+    with pytest.raises(ConfigError, match="different search"):
+        CoordinateSearch(BASE, STEPS, repeats=3).restore(tmp_path / "state.pkl")
+
+
+def test_the_searcher_never_imports_torch():
+    code = "import sys, orchestrator.coordinate; sys.exit('torch' in sys.modules)"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+# --- through Ray Tune ------------------------------------------------------------------
+
+
+def make_trainable(objective):
+    def trainable(config):
+        with open(config["log"], "a") as f:  # one line per start, to count runs per config
+            f.write(json.dumps(config["trial"]) + "\n")
+        # A partial result first: the searcher must take the last one.
+        tune.report({M.VAL_ACC: 0.0})
+        if config["trial"]["pause"]:
+            import time
+            time.sleep(1.0)  # long enough to be interrupted here
+        tune.report({M.VAL_ACC: objective(config["trial"])})
+    return trainable
+
+
+def tune_search(log, pause=None, **kwargs):
+    def make_config(changes, meta):
+        trial = {**BASE, **changes}
+        return {"trial": {**trial, "pause": (meta["candidate"], meta["repeat"]) == pause}, "log": str(log)}
+    return CoordinateSearch(BASE, STEPS, repeats=2, make_config=make_config, **kwargs)
+
+
+def runs(log) -> dict:
+    """How many times the trainable started, per (config, seed)."""
+    counts = {}
+    for line in log.read_text().splitlines():
+        key = json.dumps({k: v for k, v in json.loads(line).items() if k != "pause"}, sort_keys=True)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def expected_runs(pause_twice=None) -> dict:
+    hand = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+    keys = [json.dumps({**BASE, **changes}, sort_keys=True) for _, _, changes in drive(hand)]
+    return {k: 2 if k == pause_twice else 1 for k in keys}
+
+
+def reference_history():
+    hand = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
+    drive(hand)
+    return hand.history()
+
+
+@pytest.mark.slow
+def test_through_tune(ray_local, tmp_path):
+    search = tune_search(tmp_path / "runs.log")
+    tune.Tuner(make_trainable(objective),
+               tune_config=tune.TuneConfig(search_alg=search, num_samples=-1, max_concurrent_trials=2,
+                                           reuse_actors=True),
+               run_config=tune.RunConfig(storage_path=str(tmp_path), name="coord", verbose=0)).fit()
+    assert search.finished and search.best_config() == BEST and search.history() == reference_history()
+    assert runs(tmp_path / "runs.log") == expected_runs()
+
+
+class Interrupt(tune.Callback):
+    """Ctrl-C once, while the paused trial is running (its first result is in)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.config["trial"]["pause"] and not os.path.exists(self.marker):
+            open(self.marker, "w").close()  # Tuner.restore brings this callback back: once only
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_continues_after_restore(ray_local, tmp_path):
+    log, trainable = tmp_path / "runs.log", make_trainable(objective)
+    # One trial at a time, so that exactly one is in flight at the interruption: d1, repeat 0.
+    search = tune_search(log, pause=("d1", 0))
+    tune.Tuner(trainable,
+               tune_config=tune.TuneConfig(search_alg=search, num_samples=-1, max_concurrent_trials=1,
+                                           reuse_actors=True),
+               run_config=tune.RunConfig(storage_path=str(tmp_path), name="coord", verbose=0,
+                                         callbacks=[Interrupt(str(tmp_path / "interrupted"))])).fit()
+    # Interrupted in the second step: the first step's 6 trials done, d1 r0 running.
+    assert not search.finished and [h["step"] for h in search.history()] == ["batch_size"]
+    assert sum(runs(log).values()) == 7
+
+    tune.Tuner.restore(str(tmp_path / "coord"), trainable=trainable).fit()
+    # The restored searcher lives inside the restored Tuner; read its last saved state from the run.
+    restored = tune_search(log)
+    restored.restore_from_dir(str(tmp_path / "coord"))
+    assert restored.finished and restored.best_config() == BEST and restored.history() == reference_history()
+    # Finished trials ran once; the one in flight was started again (a function trainable
+    # without checkpoints starts over) and its second run counted.
+    d1_r0 = json.dumps({**BASE, "batch_size": 32, "depth": 1}, sort_keys=True)
+    assert runs(log) == expected_runs(pause_twice=d1_r0)
