@@ -1,6 +1,8 @@
 import torch
 
-from workloads.augment import AUGMENTATIONS, crop, eval_transform, flip, train_transform
+from workloads.augment import AUGMENTATIONS, eval_transform, train_transform
+from workloads.transforms import hflip as flip
+from workloads.transforms import random_crop as crop
 from workloads.config import DataConfig
 
 PAD = AUGMENTATIONS["crop"].params["pad"]
@@ -42,3 +44,28 @@ def test_augmentations_are_canonical_specs_and_evaluation_never_augments():
     small = DataConfig(resize=24)
     assert eval_transform(small)(x).shape == (1, 5, 3, 24, 24)
     assert train_transform(small)(x, torch.Generator()).shape == (5, 3, 24, 24)
+
+
+def test_every_augmentation_keeps_the_batch_shape_and_follows_its_seed():
+    x = torch.randn(8, 3, 32, 32)
+    for spec in ("flip", "vflip", "crop:size=28:pad=0", "resized_crop:scale=0.5/1", "affine:degrees=15:translate=0.1",
+                 "affine:scale=0.9/1.1:shear=5"):
+        augment = train_transform(DataConfig(augment=spec))
+        a, b = augment(x, torch.Generator().manual_seed(5)), augment(x, torch.Generator().manual_seed(5))
+        assert torch.equal(a, b), spec
+        assert a.shape == x.shape, spec  # crop:size=28 is resized back to the model's 32
+        assert not torch.equal(a, x), spec
+
+
+def test_five_crop_views_and_bad_specs():
+    import pytest
+
+    from workloads.config import ConfigError
+    x = torch.randn(3, 3, 32, 32)
+    views = eval_transform(DataConfig(eval_view="five:size=24"))(x)
+    assert views.shape == (5, 3, 3, 32, 32)  # five 24-pixel crops, each resized to the model's input
+    for key, value, message in (("augment", "resized_crop:scale=0.5", "scale must be two numbers"),
+                                ("augment", "affine:translate=2", "translate in \\[0, 1\\]"),
+                                ("eval_view", "five:size=40", "size must be in 1..32")):
+        with pytest.raises(ConfigError, match=message):
+            DataConfig(**{key: value})

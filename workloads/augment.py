@@ -16,65 +16,65 @@ with the generator's state continues with the same draws.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from workloads import transforms as T
 from workloads.registry import Registry
 
 STORED = 32  # CIFAR-10's side, as the arrays are kept
-
-# Training augmentations: fn(x (B, C, H, W), generator, **params) -> (B, C, H, W).
-AUGMENTATIONS = Registry("augment")
-
-
-def flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """RandomHorizontalFlip. The draws go to the device with non_blocking=True: for these
-    few bytes of pageable memory a staged copy without PyTorch's stream synchronisation."""
-    b = len(x)
-    flips = (torch.rand(b, generator=generator) < p).to(x.device, non_blocking=True)
-    return torch.where(flips.view(b, 1, 1, 1), x.flip(3), x)
-
-
-def crop(x: torch.Tensor, generator: torch.Generator, size: int = 32, pad: int = 4) -> torch.Tensor:
-    """RandomCrop(size, padding=pad): zero padding (the normalised data's mean), a random window."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad,) * 4)
-    oy = torch.randint(0, h + 2 * pad - size + 1, (b,), generator=generator).to(x.device, non_blocking=True)
-    ox = torch.randint(0, w + 2 * pad - size + 1, (b,), generator=generator).to(x.device, non_blocking=True)
-    rows = (oy[:, None] + torch.arange(size, device=x.device))[:, None, :, None]  # (B, 1, S, 1)
-    cols = (ox[:, None] + torch.arange(size, device=x.device))[:, None, None, :]  # (B, 1, 1, S)
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
 
 
 def _p(params: dict) -> str | None:
     return None if 0 <= params["p"] <= 1 else "p must be in [0, 1]"
 
 
-AUGMENTATIONS.add("flip", flip, {"p": 0.5}, _p)
-AUGMENTATIONS.add("crop", crop, {"size": 32, "pad": 4},
+def _range(params: dict, key: str, low: float, high: float) -> str | None:
+    pair = params[key]
+    return None if len(pair) == 2 and low <= pair[0] <= pair[1] <= high else \
+        f"{key} must be two numbers low/high in [{low:g}, {high:g}], e.g. {key}={low:g}/{high:g}"
+
+
+# Training augmentations: fn(x (B, C, H, W), generator, **params) -> (B, C, H, W), torchvision's
+# transform of the same name on each image (workloads.transforms; tests/test_transforms.py).
+AUGMENTATIONS = Registry("augment")
+AUGMENTATIONS.add("flip", T.hflip, {"p": 0.5}, _p)                     # RandomHorizontalFlip
+AUGMENTATIONS.add("vflip", T.vflip, {"p": 0.5}, _p)                    # RandomVerticalFlip
+AUGMENTATIONS.add("crop", T.random_crop, {"size": 32, "pad": 4},       # RandomCrop(size, padding=pad)
                   lambda p: None if 1 <= p["size"] <= STORED + 2 * p["pad"] and p["pad"] >= 0
                   else f"needs 1 <= size <= {STORED} + 2 * pad and pad >= 0")
+AUGMENTATIONS.add("resized_crop",                                      # RandomResizedCrop(32, scale, ratio)
+                  lambda x, gen, scale, ratio: T.random_resized_crop(x, gen, x.shape[-1], scale, ratio),
+                  {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
+                  lambda p: _range(p, "scale", 1e-6, 1.0) or _range(p, "ratio", 1e-3, 1e3))
+def _affine(params: dict) -> str | None:
+    if not (params["degrees"] >= 0 and 0 <= params["translate"] <= 1 and params["shear"] >= 0):
+        return "needs degrees >= 0, translate in [0, 1], shear >= 0"
+    return _range(params, "scale", 1e-3, 10.0)
 
-# Evaluation views: fn(x (B, C, H, W), **params) -> (V, B, C, h, w); meta `views` = V.
+
+AUGMENTATIONS.add("affine",                                            # RandomAffine, bilinear, zero fill
+                  lambda x, gen, degrees, translate, scale, shear: T.random_affine(
+                      x, gen, degrees, (translate, translate) if translate else None, scale, shear or None),
+                  {"degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0), "shear": 0.0}, _affine)
+
+# Evaluation views: fn(x (B, C, H, W), **params) -> (V, B, C, h, w); meta `views` = V. A model's
+# outputs are averaged over the views (FiveCrop at test time).
 VIEWS = Registry("eval_view")
 
 
-def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
-    top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
-    return x[:, :, top:top + size, left:left + size]
+def _size(params: dict) -> str | None:
+    return None if 1 <= params["size"] <= STORED else f"size must be in 1..{STORED}"
 
 
 VIEWS.add("full", lambda x: x.unsqueeze(0), views=1)
-VIEWS.add("center", lambda x, size: _centre(x, size).unsqueeze(0), {"size": 28},
-          lambda p: None if 1 <= p["size"] <= STORED else f"size must be in 1..{STORED}", views=1)
+VIEWS.add("center", lambda x, size: T.center_crop(x, size).unsqueeze(0), {"size": 28}, _size, views=1)
+VIEWS.add("five", T.five_crop, {"size": 28}, _size, views=5)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """torchvision's tensor Resize(size, antialias=True), bilinear, for a whole batch."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return T.resize(x, size)
 
 
 def train_transform(cfg):
