@@ -21,7 +21,8 @@ TITLES = M.TITLES
 
 
 def band(ax, x, mean, std, label, **kw):
-    """A mean curve with a +-std band, skipping points no run reached (NaN)."""
+    """A mean curve with a +-std band, skipping points no run reached (NaN); a group with
+    no point at all still gets its legend entry."""
     x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.asarray(std, float)
     ok = np.isfinite(mean) & np.isfinite(x)
     line, = ax.plot(x[ok], mean[ok], label=label, lw=1.2, **kw)
@@ -29,39 +30,71 @@ def band(ax, x, mean, std, label, **kw):
     return line
 
 
-def mark_divergence(ax, a, metric: str, x: str, color) -> None:
-    """An x at the last record of every run of the group that diverged."""
+def mark_divergence(ax, a, x: str, color) -> None:
+    """A dotted vertical line where each run of the group diverged (its last record may be
+    long before, or it may have none)."""
+    from workloads.config import TrialConfig
     for r in a.runs:
-        if r.finished or metric not in r.curves or not r.curves[metric].notna().any():
-            continue
-        last = r.curves[r.curves[metric].notna()].iloc[-1]
-        ax.plot([last[x]], [last[metric]], "x", ms=9, mew=2, color=color, zorder=4)
+        if not r.finished and r.diverged_at:
+            at = r.diverged_at if x == M.STEP else r.diverged_at / TrialConfig.from_flat(r.config).steps_per_epoch
+            ax.axvline(at, color=color, ls=":", lw=1.5)
+
+
+def readable_log_axis(ax) -> None:
+    """Plain numbers on a log axis (matplotlib writes 2.3x10^0 over a short range)."""
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def label_of(group: str, a) -> str:
     return f"{group} (n={a.n}" + (f", {a.n_diverged} diverged)" if a.n_diverged else ")")
 
 
+def diverged_everywhere(ax, aggs: dict, x: str, colors: dict) -> None:
+    for group, a in aggs.items():
+        if a.n_diverged:
+            mark_divergence(ax, a, x, colors[group])
+
+
 def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, title: str = "",
-                    x: str = M.STEP, log: tuple = ()) -> None:
+                    x: str = M.STEP, log: tuple = (), overlay: tuple = ()) -> None:
     """One panel per metric (mean +- std over repeats, x marking where a run diverged) against
-    steps or epochs, and test-accuracy bars (mean +- std of the finished runs, and the best)."""
-    panels = len(metrics) + (1 if test_bars else 0)
+    steps or epochs; an `overlay` panel with several metrics per group (solid: the last one,
+    dashed and dotted: the others); and test-accuracy bars (mean +- std of the finished runs,
+    and the best)."""
+    panels = len(metrics) + bool(overlay) + bool(test_bars)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
     axes = axes[0]
+    colors = {g: f"C{i % 10}" for i, g in enumerate(aggs)}
     for ax, metric in zip(axes, metrics):
         for group, a in aggs.items():
-            if metric in a.mean:
-                xs = a.steps if x == M.STEP else a.mean[x]
-                line = band(ax, xs, a.mean[metric], a.std[metric], label_of(group, a))
-                mark_divergence(ax, a, metric, x, line.get_color())
+            if metric in a.mean or a.n_diverged:
+                xs = a.steps if x == M.STEP else a.mean.get(x, a.steps)
+                band(ax, xs, a.mean.get(metric, xs * np.nan), a.std.get(metric, xs * np.nan), label_of(group, a),
+                     color=colors[group])
+        diverged_everywhere(ax, aggs, x, colors)
         ax.set_title(TITLES.get(metric, metric) + (" (log scale)" if metric in log else ""))
         ax.set_xlabel(x)
         if metric == M.GRAD_NORM or metric in log:
             ax.set_yscale("log")
+            readable_log_axis(ax)
         ax.grid(alpha=0.3)
+    if overlay:
+        ax = axes[len(metrics)]
+        styles = ["--", ":", "-."][:len(overlay) - 1] + ["-"]
+        for group, a in aggs.items():
+            for metric, style in zip(overlay, styles):
+                if metric in a.mean:
+                    xs = a.steps if x == M.STEP else a.mean[x]
+                    band(ax, xs, a.mean[metric], a.std[metric], f"{group}: {TITLES.get(metric, metric)}",
+                         color=colors[group], ls=style)
+        ax.set_title(" vs ".join(TITLES.get(m, m) for m in overlay))
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if any(a.n_diverged for a in aggs.values()):
-        axes[0].plot([], [], "x", color="black", label="diverged (last record)")
+        axes[0].plot([], [], ":", color="black", label="where a run diverged")
     axes[0].legend(fontsize=7)
     if test_bars:
         ax = axes[-1]

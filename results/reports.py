@@ -157,3 +157,36 @@ def rate(cfg: dict) -> float:
 def plateau_summary(p, source: str) -> dict:
     return {"source": source, "switch_epoch": p.switch_epoch, "last_improvement": p.last_improvement,
             "smoothed_best": p.best, "stalled": p.stalled, "clamped": p.clamped}
+
+
+def variants_report(results: dict, out: Path, study) -> dict:
+    """summary.csv (what each group changes, its parameters and status, final and best test
+    accuracy with the epoch of the best, training seconds per epoch), curves.csv, and the
+    study's figures (search_spaces.study.Figure), one PNG each."""
+    records = [r for stage in results.values() for r in stage]
+    aggs = aggregate_groups(records, select=study.select)
+    extra = {g: best_epochs(a) for g, a in aggs.items()}
+    table = summary_table(aggs, extra)
+    write_csv(out / "summary.csv", table)
+    write_csv(out / "curves.csv", curves_table(aggs))
+    figures = []
+    for f in study.figures:
+        chosen = {g: aggs[g] for g in f.groups if g in aggs}
+        if chosen:
+            path = out / f"{f.name}.png"
+            plot_comparison(chosen, f.metrics, path, test_bars=False, title=f.title, x=M.EPOCH, log=f.log,
+                            overlay=f.overlay)
+            figures.append((path, f.title))
+    return {"summary": table, "figures": figures}
+
+
+def best_epochs(a) -> dict:
+    """Final and best (mean over repeats) test and validation accuracy, with the epoch of the best."""
+    out = {}
+    for metric in (M.TEST_ACC, M.VAL_ACC):
+        if metric in a.mean and np.isfinite(a.mean[metric]).any():
+            curve, epochs = a.mean[metric], a.mean[M.EPOCH]
+            i = int(np.nanargmax(curve))
+            out.update({f"{metric}_final_curve": float(curve[np.isfinite(curve)][-1]),
+                        f"{metric}_best_curve": float(curve[i]), f"{metric}_best_epoch": float(epochs[i])})
+    return out

@@ -64,6 +64,17 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A figure a study's report draws: some groups' curves, one panel per metric."""
+    name: str                     # the file: <name>.png
+    title: str
+    groups: tuple                 # group names, in legend order
+    metrics: tuple = (M.LOSS, M.TRAIN_ACC, M.TEST_ACC)
+    log: tuple = ()               # metrics drawn on a log scale
+    overlay: tuple = ()           # metrics drawn together in one more panel (training against test)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     axes: tuple = ()              # ((key, (value, ...)), ...): a grid, first key outermost
@@ -101,6 +112,7 @@ class Study:
     # test set is scored to report, never to choose, unless an assignment says otherwise.
     select: str = M.VAL_ACC
     reference: str = ""           # the group the reports compare every other group with
+    figures: tuple = ()           # (Figure, ...) the report draws besides its tables
 
     def __post_init__(self):
         if self.repeats < 1:

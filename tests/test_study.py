@@ -67,3 +67,45 @@ def test_every_registered_study_expands():
             for stage in s.stages:
                 if stage.derive is None:
                     assert s.stage_trials(stage, {}), name
+
+
+def test_variant_stages_name_groups_by_variant_and_say_what_they_change():
+    from search_spaces.study import Variant
+    study = Study("demo", "", stages=(Stage("v", variants=(
+        Variant("base"), Variant("small", (("batch_size", 16),)), Variant("adam", (("optimizer", "adam"),), "Adam")),),),
+        repeats=2)
+    trials = study.stage_trials(study.stages[0], {})
+    assert [(t.name, t.changes, t.config.train.batch_size, t.config.train.seed) for t in trials] == [
+        ("base_r0", "the base", 64, 0), ("base_r1", "the base", 64, 1),
+        ("small_r0", "batch_size=16", 16, 0), ("small_r1", "batch_size=16", 16, 1),
+        ("adam_r0", "Adam", 64, 0), ("adam_r1", "Adam", 64, 1)]
+    with pytest.raises(ConfigError, match="axes or variants, not both"):
+        Stage("x", axes=(("lr", (0.1,)),), variants=(Variant("a"),))
+    with pytest.raises(ConfigError, match="variant a: unknown key 'colour'"):
+        Variant("a", (("colour", "red"),))
+
+
+def test_group_names_must_be_unique_across_stages():
+    from search_spaces.study import Variant
+    study = Study("demo", "", stages=(Stage("one", variants=(Variant("a"),)), Stage("two", variants=(Variant("a"),))))
+    with pytest.raises(ConfigError, match="group 'a' is in stages one and two"):
+        study.with_overrides({})
+
+
+def test_prefix_sharing_plans_one_run_per_length_family():
+    from search_spaces.study import plan_runs
+    study = Study("demo", "", stages=(Stage("grid", axes=(("lr", (0.1, 0.01)), ("epochs", (1, 2, 4))),
+                                            prefix="epochs"),), repeats=2)
+    trials = study.stage_trials(study.stages[0], {})
+    runs = plan_runs(trials, "epochs")
+    assert len(trials) == 12 and len(runs) == 4
+    assert [(r.name, r.config.train.epochs, r.config.train.snapshot_epochs, [t.name for t in r.trials]) for r in runs] == [
+        ("0.1_4_r0", 4, (1, 2), ["0.1_4_r0", "0.1_2_r0", "0.1_1_r0"]),
+        ("0.1_4_r1", 4, (1, 2), ["0.1_4_r1", "0.1_2_r1", "0.1_1_r1"]),
+        ("0.01_4_r0", 4, (1, 2), ["0.01_4_r0", "0.01_2_r0", "0.01_1_r0"]),
+        ("0.01_4_r1", 4, (1, 2), ["0.01_4_r1", "0.01_2_r1", "0.01_1_r1"])]
+    assert len(plan_runs(trials)) == 12  # without prefix sharing every length trains
+    cosine = Study("demo", "", stages=(Stage("grid", axes=(("epochs", (1, 2)),), fixed=(("scheduler", "cosine"),),
+                                             prefix="epochs"),))
+    with pytest.raises(ConfigError, match="cannot share prefixes.*scheduler=cosine depends on the run's length"):
+        cosine.with_overrides({})

@@ -98,3 +98,61 @@ def test_convolutions_run_channels_last_on_the_cpu_only():
     assert memory_format(cnn, torch.device("cpu")) == torch.channels_last
     assert memory_format(mlp, torch.device("cpu")) == torch.contiguous_format
     assert memory_format(cnn, torch.device("cuda")) == torch.contiguous_format
+
+
+def test_a_diverging_run_stops_and_keeps_its_curves(tiny_data):
+    """lr=10 with momentum: the loss leaves the floats within a few steps; the run stops
+    there instead of running out its epochs, and says so."""
+    reports = []
+    out = train(tiny(arch="mlp_1", optimizer="sgd:momentum=0.9", lr=10.0, epochs=3, record_every=2),
+                tiny_data, CPU, report=lambda m, s: reports.append((m, s)))
+    assert out.status == M.DIVERGED and out.test_acc != out.test_acc  # NaN: not scored
+    at = out.final[M.DIVERGED_AT]
+    assert 1 <= at < 30 and all(r[M.STEP] < at for r in out.records)
+    assert all(np.isfinite(r[M.LOSS]) for r in out.records)
+    final, state = reports[-1]
+    assert final[M.STATUS] == M.DIVERGED and final[M.DONE] == 1 and state["final"] == final
+    assert state["step"] == at  # it stopped at the step that diverged, not at the end (30)
+
+
+def test_test_accuracy_at_every_record_and_snapshots(tiny_data):
+    every = train(tiny(arch="mlp_1", metrics="val_acc,val_loss,test_acc"), tiny_data, CPU)
+    assert [sorted(r) for r in every.records][0] == sorted(
+        [M.STEP, M.EPOCH, M.LOSS, M.VAL_ACC, M.VAL_LOSS, M.TEST_ACC, M.LR, M.TRAIN_SECONDS])
+    assert every.records[-1][M.TEST_ACC] == every.test_acc  # the last record is the end of the run
+    per_epoch = tiny(arch="mlp_1", epochs=3, record_unit="epoch", record_every=1, snapshot_epochs="1,2")
+    snapped = train(per_epoch, tiny_data, CPU)
+    assert [r[M.STEP] for r in snapped.records] == [10, 20, 30]
+    assert [M.TEST_ACC in r for r in snapped.records] == [True, True, False]  # only where asked
+
+
+def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
+    """One 4-epoch run with snapshots at 1 and 2 gives, for each length, the validation and
+    test accuracy that a separate run of that length gives: the same steps in the same order
+    (nothing here depends on the run's length), so the same numbers, exactly."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from orchestrator.driver import serve
+    from results.aggregate import RunRecord
+    from search_spaces.study import Trial, plan_runs
+    per_epoch = {"record_unit": "epoch", "record_every": 1, "metrics": "val_acc", "arch": "cnn_3",
+                 "optimizer": "sgd:momentum=0.9", "lr": 0.01, "scheduler": "step:step_size=2:gamma=0.5"}
+    trials = [Trial("grid", f"e{e}", 0, tiny(epochs=e, **per_epoch)) for e in (1, 2, 4)]
+    (run,) = plan_runs(trials, "epochs")
+    assert run.config.train.snapshot_epochs == (1, 2)
+    long = train(run.config, tiny_data, CPU)
+    record = RunRecord("grid", "e4", 0, run.config.to_flat(), pd.DataFrame(long.records), long.test_acc, 1.0,
+                       long.first_layer, long.state_dict, long.status, long.final[M.PARAMETERS],
+                       long.final[M.TRAIN_SECONDS])
+    served = {r.group: r for r in serve(record, run)}
+    for t in trials:
+        alone = train(t.config, tiny_data, CPU)
+        got = served[t.group]
+        assert got.test_acc == alone.test_acc, t.group
+        assert got.final(M.VAL_ACC) == alone.records[-1][M.VAL_ACC], t.group
+        assert got.curves[M.STEP].tolist() == [r[M.STEP] for r in alone.records]
+        assert got.curves[M.VAL_ACC].tolist() == [r[M.VAL_ACC] for r in alone.records]
+        assert got.config["epochs"] == t.config.train.epochs and got.config["snapshot_epochs"] == ()
+        assert (got.state_dict is None) == (t.config.train.epochs < 4)
