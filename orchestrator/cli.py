@@ -6,6 +6,7 @@
     python -m orchestrator sweep part3 --resume --out runs/part3/20261123-141500
     python -m orchestrator sweep part3 --address auto --storage /mnt/shared/runs   # on a cluster
     python -m orchestrator data --data-dir DIR       # download / verify CIFAR-10
+    python -m orchestrator evaluate runs/elec5307/20261204-120000/baseline.pt   # test accuracy of saved weights
 
 Bad input ends in one line on stderr and exit code 2, before any work starts.
 """
@@ -65,6 +66,9 @@ def build_parser() -> Parser:
             s.add_argument("--quiet", action="store_true", help="no progress table")
     d = sub.add_parser("data", help="download (when online) and verify CIFAR-10")
     d.add_argument("--data-dir")
+    e = sub.add_parser("evaluate", help="test accuracy of saved weights (NAME.pt with its NAME.json)")
+    e.add_argument("weights")
+    e.add_argument("--data-dir", help="CIFAR-10 folder (else $ORCHESTRATOR_DATA, else ./data)")
     return p
 
 
@@ -266,6 +270,15 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """The role of the course's project1.py: one line with the test accuracy of saved weights."""
+    from workloads.saved import load_weights, test_accuracy
+    cfg, state = load_weights(Path(args.weights))  # bad files: one line, before the data is read
+    acc, n = test_accuracy(cfg, state, load_cifar10(resolve_data_dir(args.data_dir)))
+    print(f"{args.weights}: test accuracy {acc:.4f} on {n} images ({cfg.model.arch}, eval_view {cfg.data.eval_view})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -284,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "data":
             return cmd_data(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         return cmd_sweep(args, argv)
     except (UsageError, ConfigError, DataError) as e:
         print(f"orchestrator: error: {e}", file=sys.stderr)

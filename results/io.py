@@ -82,3 +82,10 @@ def save_torch(path: Path, obj) -> None:
     import torch
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def save_weights(path: Path, state_dict, config: dict) -> None:
+    """A run's weights as NAME.pt and the flat config that rebuilds their model as NAME.json
+    beside them: what `python -m orchestrator evaluate NAME.pt` reads (workloads/saved.py)."""
+    save_torch(path, state_dict)
+    write_json(Path(path).with_suffix(".json"), dict(config))

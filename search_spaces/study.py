@@ -12,6 +12,11 @@ for (a group's repeat); a run is what trains: trials with identical configs
 share one run, and with a stage's `prefix="epochs"` runs that differ only in
 their length share the longest one, which scores the shorter ones' results at
 their last epoch (`snapshot_epochs`).
+
+Overrides (`with_overrides`, the command line's key=value): a config key sets the
+base of every stage (or restricts a grid axis of that name), `STAGE.key` sets or
+restricts it in that stage alone (`part3.epochs=2`), and a study may name options
+of its own (`Study.options`, e.g. elec5307's `sid`), each a function of the study.
 """
 from __future__ import annotations
 
@@ -113,6 +118,9 @@ class Study:
     select: str = M.VAL_ACC
     reference: str = ""           # the group the reports compare every other group with
     figures: tuple = ()           # (Figure, ...) the report draws besides its tables
+    # ((name, fn(study, raw value) -> Study), ...): keys of this study alone, applied after
+    # the config overrides of the same call (elec5307's `sid` keeps the families it assigns).
+    options: tuple = ()
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -131,10 +139,17 @@ class Study:
         study, base = self, dict(self.base)
         axis_keys = {k for s in self.stages for k, _ in s.axes}
         stages = list(self.stages)
+        options, chosen_options = dict(self.options), []
         for raw_key, raw in values.items():
             key = AXIS_ALIASES.get(raw_key, raw_key)
+            scope, dot, scoped = key.partition(".")
             if key == "repeats":
                 study = replace(study, repeats=coerce(key, raw, int))
+            elif key in options:
+                chosen_options.append((key, raw))
+            elif dot and scope in {s.name for s in stages}:
+                stages = [_stage_override(s, AXIS_ALIASES.get(scoped, scoped), raw) if s.name == scope else s
+                          for s in stages]
             elif key in axis_keys:
                 chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in _split(raw))
                 stages = [replace(s, axes=tuple((k, chosen if k == key else v) for k, v in s.axes))
@@ -144,10 +159,13 @@ class Study:
                 # A user's value wins over what a stage fixes.
                 stages = [replace(s, fixed=tuple((k, v) for k, v in s.fixed if k != key)) for s in stages]
             else:
+                known = set(FIELDS) | set(STUDY_KEYS) | axis_keys | set(options)
                 raise ConfigError(f"unknown key {raw_key!r} for study {self.name}; "
-                                  f"known: {', '.join(sorted(set(FIELDS) | set(STUDY_KEYS) | axis_keys))}")
+                                  f"known: {', '.join(sorted(known))}, or STAGE.key")
         study = replace(study, base=tuple(base.items()), stages=tuple(stages),
                         user=self.user + tuple(values.items()))
+        for key, raw in chosen_options:
+            study = options[key](study, raw)
         study.base_config()  # typed and range-checked now, before any work starts
         groups: dict = {}
         for stage in study.stages:
@@ -192,6 +210,17 @@ class Study:
                 seeded = point_cfg.override({"seed": point_cfg.train.seed + r})
                 trials.append(Trial(stage.name, group, r, seeded, changes))
         return trials
+
+
+def _stage_override(stage: Stage, key: str, raw) -> Stage:
+    """`STAGE.key=value`: restricts that stage's axis `key`, or sets `key` in its fixed settings."""
+    axes = dict(stage.axes)
+    if key in axes:
+        chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in _split(raw))
+        return replace(stage, axes=tuple((k, chosen if k == key else v) for k, v in stage.axes))
+    if key not in FIELDS:
+        raise ConfigError(f"unknown key {key!r} in {stage.name}.{key}; a stage takes config keys")
+    return replace(stage, fixed=tuple((k, v) for k, v in stage.fixed if k != key) + ((key, raw),))
 
 
 def _split(raw) -> list:
