@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
-from results.io import save_torch, write_csv, write_json, write_pickle
+from results.io import save_weights, write_csv, write_json, write_pickle
 from results.plots import plot_comparison, plot_first_layer, plot_schedules
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
@@ -31,7 +31,7 @@ def part3_report(results: dict, out: Path, study) -> dict:
             "test_acc": float(a.test_accs.max()),
             "weights": a.best.first_layer,
         })
-        save_torch(out / "best" / f"{name}.pt", a.best.state_dict)
+        save_weights(out / "best" / f"{name}.pt", a.best.state_dict, a.best.config)
         plot_first_layer(a.best.first_layer, f"{name} (best of {a.n}, test {a.test_accs.max():.3f})",
                          out / f"weights_{name}.png")
     table = summary_table(aggs, extra)

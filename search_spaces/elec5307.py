@@ -23,7 +23,8 @@ part3  a new baseline (search_spaces/elec5307_part3.py: 3 x conv-ReLU-pool, 3 hi
 Overrides: a config key applies to every part (`train_subset=5000`); part1 and part2
 share the grid axes `batch_size`, `lr` and `epochs` (`lr=0.001,0.0001` restricts them);
 `part3.KEY=VALUE` changes part3 alone (`part3.epochs=20`). Options of this study:
-`sid=NNNNNNNNN` (the appendix's assignment by the last three digits) and `parts=1,2,3`.
+`sid=NNNNNNNNN` (the appendix's assignment by the last three digits), `families=kernel,flip`
+(or `none`: part3's baseline alone) and `parts=1,2,3`.
 """
 from __future__ import annotations
 
@@ -75,11 +76,12 @@ def keep_parts(study: Study, raw) -> Study:
     return replace(study, stages=tuple(s for s in study.stages if s.name in names))
 
 
-def keep_assigned(study: Study, raw) -> Study:
-    """sid=470123364: part3 runs the baseline and the three families that ID is assigned."""
-    families = part3.assigned(str(raw))
-    return replace(study, stages=tuple(part3.with_families(s, families) if s.name == part3.STAGE.name else s
-                                       for s in study.stages))
+def keep_families(families):
+    def keep(study: Study, raw) -> Study:
+        chosen = families(str(raw))
+        return replace(study, stages=tuple(part3.with_families(s, chosen) if s.name == part3.STAGE.name else s
+                                           for s in study.stages))
+    return keep
 
 
 def report(results, out, study):
@@ -106,5 +108,8 @@ STUDY = Study(
            ("train_eval_size", 500), ("part3.epochs", 1), ("part3.train_subset", 1000)),
     report=report,
     check=check,
-    options=(("sid", keep_assigned), ("parts", keep_parts)),
+    # sid=470123364: part3 runs the baseline and the three families the appendix gives that ID;
+    # families=kernel,flip (or none): those families; parts=1,2: those parts alone.
+    options=(("sid", keep_families(part3.assigned)), ("families", keep_families(part3.named)),
+             ("parts", keep_parts)),
 )

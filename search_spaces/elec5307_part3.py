@@ -218,6 +218,15 @@ BY_NAME = {f.name: f for f in FAMILIES}
 COLUMNS = ("transformation", "structure", "training")  # the appendix's, by SID digit from the third last
 
 
+def named(text: str) -> tuple:
+    """families=kernel,flip: those families; families=none: the baseline alone."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME and n != "none"]
+    if unknown or not names:
+        raise ConfigError(f"families={text}: choose none or from {', '.join(BY_NAME)}")
+    return tuple(BY_NAME[n] for n in names if n != "none")
+
+
 def assigned(sid: str) -> tuple:
     """The appendix's three families for a 9-digit SID: the third-last digit picks the
     transformation, the second-last the structure, the last the training setting

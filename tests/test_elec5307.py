@@ -115,6 +115,13 @@ def test_parts_and_stage_scoped_settings():
     assert stage(study, "part3").fixed[-1] == ("epochs", "3")
     assert {t.config.train.epochs for t in study.stage_trials(stage(study, "part3"), {})} == {3}
     assert {t.config.train.epochs for t in study.stage_trials(stage(study, "part2"), {})} == {1, 2}
+    study = get_study("elec5307").with_overrides({"parts": "3", "families": "none", "repeats": "3"})
+    assert [t.name for t in study.stage_trials(study.stages[0], {})] == ["baseline_r0", "baseline_r1", "baseline_r2"]
+    study = get_study("elec5307").with_overrides({"families": "pooling,sgd"})
+    assert {t.group.partition(".")[0] for t in study.stage_trials(stage(study, "part3"), {})} == {
+        "baseline", "pooling", "sgd"}
+    with pytest.raises(ConfigError, match="families=pool: choose none or from crop, flip"):
+        get_study("elec5307").with_overrides({"families": "pool"})
     with pytest.raises(ConfigError, match="parts=5: choose from 1, 2, 3"):
         get_study("elec5307").with_overrides({"parts": "5"})
     with pytest.raises(ConfigError, match="sid=4701: a student ID is 9 digits"):

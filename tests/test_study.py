@@ -109,3 +109,32 @@ def test_prefix_sharing_plans_one_run_per_length_family():
                                              prefix="epochs"),))
     with pytest.raises(ConfigError, match="cannot share prefixes.*scheduler=cosine depends on the run's length"):
         cosine.with_overrides({})
+
+
+def test_stage_scoped_overrides_set_or_restrict_one_stage():
+    study = Study("demo", "", stages=(Stage("grid", axes=(("lr", (0.1, 0.01)),)),
+                                      Stage("long", fixed=(("epochs", 20),))))
+    changed = study.with_overrides({"long.epochs": "3", "grid.lr": "0.01", "long.batch_size": "8"})
+    grid, long = changed.stages
+    assert grid.axes == (("lr", (0.01,)),) and grid.fixed == ()
+    assert [(t.config.train.epochs, t.config.train.batch_size) for t in changed.stage_trials(long, {})] == [(3, 8)]
+    with pytest.raises(ConfigError, match="unknown key 'colour' in long.colour"):
+        study.with_overrides({"long.colour": "red"})
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        study.with_overrides({"long.epochs": "0"})
+    with pytest.raises(ConfigError, match="unknown key 'short.epochs' for study demo"):
+        study.with_overrides({"short.epochs": "3"})
+
+
+def test_study_options_are_applied_after_the_config_overrides():
+    from dataclasses import replace
+    seen = []
+
+    def only(study, raw):
+        seen.append(dict(study.base))
+        return replace(study, stages=tuple(s for s in study.stages if s.name == raw))
+
+    study = Study("demo", "", stages=(Stage("a"), Stage("b")), options=(("only", only),))
+    picked = study.with_overrides({"only": "b", "epochs": "2"})
+    assert [s.name for s in picked.stages] == ["b"] and seen == [{"epochs": "2"}]
+    assert dict(picked.user) == {"only": "b", "epochs": "2"}
