@@ -89,7 +89,9 @@ def choose(table: pd.DataFrame, val_images: int) -> dict:
 
 
 def _plain(row: pd.Series) -> dict:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    """A table row as JSON can hold it: Python numbers, None for NaN."""
+    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def family_table(aggs: dict, groups: list) -> pd.DataFrame:
@@ -169,7 +171,8 @@ def _part2(aggs: dict, out: Path, rows: list, figures: list) -> None:
     plot_pairs(panels, path, title)
     figures.append((path, title))
     if chosen:
-        rows.append(_row("part2", "chosen: " + choice["rule"], aggs[chosen["group"]]))
+        rows.append(_row("part2", "chosen: the quickest within noise of the best (part2_choice.json)",
+                         aggs[chosen["group"]]))
         rows.append(_row("part2", "highest validation accuracy", aggs[choice["best"]["group"]]))
 
 

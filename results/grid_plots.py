@@ -28,8 +28,8 @@ def plot_heatmaps(table, path: Path, title: str, chosen: tuple | None = None,
     row, col, panel = rows
     rvals, cvals, pvals = (sorted(table[k].unique(), reverse=k == "lr") for k in rows)
     metrics = (("val_acc_mean", "validation"), ("test_acc_mean", "test"))
-    fig, axes = plt.subplots(len(metrics), len(pvals), figsize=(2.9 * len(pvals) + 1, 2.3 * len(metrics) + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(metrics), len(pvals), figsize=(2.9 * len(pvals) + 1, 2.3 * len(metrics) + 1.2),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
     finite = table[[m for m, _ in metrics]].to_numpy(dtype=float)
     lo, hi = (np.nanmin(finite), np.nanmax(finite)) if np.isfinite(finite).any() else (0.0, 1.0)
     for i, (metric, name) in enumerate(metrics):
@@ -38,21 +38,21 @@ def plot_heatmaps(table, path: Path, title: str, chosen: tuple | None = None,
             grid = np.full((len(rvals), len(cvals)), np.nan)  # (rows, columns); NaN: not run or diverged
             for r in part.itertuples():
                 grid[rvals.index(getattr(r, row)), cvals.index(getattr(r, col))] = getattr(r, metric)
-            image = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
+            image = ax.imshow(100 * grid, cmap="viridis", vmin=100 * lo, vmax=100 * hi, aspect="auto")
             for (y, x), v in np.ndenumerate(grid):
                 ax.text(x, y, "-" if np.isnan(v) else f"{100 * v:.1f}", ha="center", va="center", fontsize=7,
                         color="white" if np.isnan(v) or v < (lo + hi) / 2 else "black")
             if chosen is not None and chosen[2] == p:
                 y, x = rvals.index(chosen[0]), cvals.index(chosen[1])
                 ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, ec="red", lw=2))
-            ax.set_xticks(range(len(cvals)), [f"{v:g}" for v in cvals], fontsize=7, rotation=45)
-            ax.set_yticks(range(len(rvals)), [f"{v:g}" for v in rvals], fontsize=7)
             ax.set_title(f"{name}, {panel} {p}", fontsize=8)
             if j == 0:
+                ax.set_yticks(range(len(rvals)), [f"{v:g}" for v in rvals], fontsize=7)
                 ax.set_ylabel(row)
             if i == len(metrics) - 1:
+                ax.set_xticks(range(len(cvals)), [f"{v:g}" for v in cvals], fontsize=7, rotation=45)
                 ax.set_xlabel(col)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (colour); cells in %")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="mean accuracy, %")
     fig.suptitle(title, fontsize=10)
     save_figure(path, fig)
     plt.close(fig)

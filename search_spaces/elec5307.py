@@ -104,8 +104,8 @@ STUDY = Study(
     base=TUTORIAL,  # part1 and part2 take `epochs` from their axis, part3 fixes its own
     repeats=1,  # as the project runs it; repeats=3 gives every number its spread
     # Every stage on subsets in a few minutes on two cores: lengths 1 and 2 still share a run.
-    quick=(("epochs", "1,2"), ("train_subset", 2000), ("val_subset", 500), ("test_subset", 1000),
-           ("train_eval_size", 500), ("part3.epochs", 1), ("part3.train_subset", 1000)),
+    quick=(("epochs", "1,2"), ("train_subset", 1000), ("val_subset", 500), ("test_subset", 1000),
+           ("train_eval_size", 500), ("part3.epochs", 2), ("part3.train_subset", 500)),
     report=report,
     check=check,
     # sid=470123364: part3 runs the baseline and the three families the appendix gives that ID;

@@ -170,8 +170,8 @@ FAMILIES = (
         V("none", (("normalize", "none"),), "no normalisation: [0, 1]")),
         "CIFAR-10's mean and std"),
     Family("channels", "Channel number", "structure", (
-        V("16-32-64", spec(channels=(16, 32, 64))),
-        V("64-128-256", spec(channels=(64, 128, 256)))),
+        V("16-32-64", spec(channels=(16, 32, 64)), "16-32-64 channels"),
+        V("64-128-256", spec(channels=(64, 128, 256)), "64-128-256 channels")),
         "32-64-128 channels"),
     Family("activation", "Activation method", "structure", (
         V("tanh", (("activation", "tanh"),)), V("sigmoid", (("activation", "sigmoid"),)),

@@ -260,7 +260,7 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
     assert main(["sweep", "elec5307", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
                  *[f"{k}={v}" for k, v in tiny.items()]]) == 0
     printed = capsys.readouterr().out
-    assert "chosen: highest validation accuracy" in printed and "modified: the best variant" in printed
+    assert "chosen: the quickest within noise of the best" in printed and "modified: the best variant" in printed
     grid = pd.read_csv(out / "part2.csv")
     assert len(grid) == 8 and sorted(grid["epochs"].unique()) == [1, 2]  # 4 runs, 2 lengths each
     assert grid[["val_acc_mean", "test_acc_mean"]].notna().all().all() and (grid["train_s_total"] > 0).all()
