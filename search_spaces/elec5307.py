@@ -21,8 +21,8 @@ part3  a new baseline (search_spaces/elec5307_part3.py: 3 x conv-ReLU-pool, 3 hi
        layers, the output layer) and the appendix's 15 ablation families as variants of it.
 
 Overrides: a config key applies to every part (`train_subset=5000`); part1 and part2
-share the grid axes `batch_size`, `lr` and `epochs` (`lr=0.001,0.0001` restricts them);
-`part3.KEY=VALUE` changes part3 alone (`part3.epochs=20`). Options of this study:
+share the grid axes `batch_size`, `lr` and `epochs` (`lr=0.001,0.0001` restricts them, and
+leaves part3 as it is); `part3.KEY=VALUE` changes part3 alone (`part3.epochs=12`). Options of this study:
 `sid=NNNNNNNNN` (the appendix's assignment by the last three digits), `families=kernel,flip`
 (or `none`: part3's baseline alone) and `parts=1,2,3`.
 """
