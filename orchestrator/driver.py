@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -276,7 +277,7 @@ def failure(result) -> str | None:
 def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
     """{run name: RunRecord} of the runs that ended (finished or diverged), and one line
     for each failed one."""
-    from orchestrator.trainable import load_state, trial_name
+    from orchestrator.trainable import load_meta, load_weights, trial_name
     records, failed = {}, []
     for result in grid:
         param = result.config["trial"]
@@ -284,22 +285,24 @@ def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
         if reason:
             failed.append(f"{trial_name(param)}: {reason}")
             continue
-        records[trial_name(param)] = run_record(param, load_state(result.checkpoint),
-                                                float(result.metrics.get("time_total_s", 0.0)))
+        records[trial_name(param)] = run_record(param, load_meta(result.checkpoint),
+                                                float(result.metrics.get("time_total_s", 0.0)),
+                                                partial(load_weights, result.checkpoint))
     return records, failed
 
 
-def run_record(param: dict, state: dict, wall_s: float) -> RunRecord:
-    """An ended run as aggregation sees it, from its Tune params and final state (which
-    holds every record, also those from before a restore, and the final metrics)."""
-    final = state["final"]
+def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
+    """An ended run as aggregation sees it, from its Tune params and final checkpoint's
+    metadata (every record, also those from before a restore, the final metrics and
+    first-layer weights). Its weights stay on disk: `weights()` loads them."""
+    final = meta["final"]
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
         config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-        curves=pd.DataFrame(state["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
-        first_layer=state["model"][state["first_key"]].numpy().copy(), state_dict=state["model"],
-        status=final[M.STATUS], parameters=int(final[M.PARAMETERS]),
-        train_seconds=float(final[M.TRAIN_SECONDS]), diverged_at=final.get(M.DIVERGED_AT))
+        curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
+        first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
+        parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
+        diverged_at=final.get(M.DIVERGED_AT))
 
 
 def serve(record: RunRecord, run: Run) -> list[RunRecord]:

@@ -33,12 +33,18 @@ class RunRecord:
     test_acc: float              # NaN when it diverged
     wall_s: float
     first_layer: Any = None      # np.ndarray of the first layer's weights
-    state_dict: Any = None       # its final model weights (CPU tensors); None for a prefix
+    # Its final model weights: a state_dict, or a function that loads it from the run's
+    # checkpoint (the driver keeps no weights in memory); None for a prefix of a longer run.
+    weights: Any = None
     status: str = M.FINISHED     # or M.DIVERGED
     parameters: int = 0          # of the model that ran
     train_seconds: float = 0.0   # training time, evaluation excluded
     changes: str = ""            # what its group changes, in words
     diverged_at: int | None = None  # the step whose loss was not finite
+
+    def state_dict(self) -> dict:
+        """The weights, loaded now if they are still on disk."""
+        return self.weights() if callable(self.weights) else self.weights
 
     @property
     def finished(self) -> bool:
@@ -166,7 +172,7 @@ def prefix_record(record: RunRecord, epochs: int, config: dict) -> RunRecord:
     test = float(last[M.TEST_ACC]) if last is not None and M.TEST_ACC in last and not diverged else float("nan")
     seconds = float(last[M.TRAIN_SECONDS]) if last is not None and M.TRAIN_SECONDS in last else 0.0
     share = record.wall_s * seconds / record.train_seconds if record.train_seconds else 0.0
-    return replace(record, config=config, curves=curves, test_acc=test, wall_s=share, state_dict=None,
+    return replace(record, config=config, curves=curves, test_acc=test, wall_s=share, weights=None,
                    first_layer=None, train_seconds=seconds,
                    status=M.DIVERGED if diverged else M.FINISHED,
                    diverged_at=record.diverged_at if diverged else None)

@@ -31,7 +31,7 @@ def part3_report(results: dict, out: Path, study) -> dict:
             "test_acc": float(a.test_accs.max()),
             "weights": a.best.first_layer,
         })
-        save_torch(out / "best" / f"{name}.pt", a.best.state_dict)
+        save_torch(out / "best" / f"{name}.pt", a.best.state_dict())  # read from its checkpoint now
         plot_first_layer(a.best.first_layer, f"{name} (best of {a.n}, test {a.test_accs.max():.3f})",
                          out / f"weights_{name}.png")
     table = summary_table(aggs, extra)

@@ -355,8 +355,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         weights, first = models.weights(k)
         outcomes.append(Outcome(final[M.TEST_ACC], records[k], weights, first, status, final))
     if report is not None:  # the final states carry the final metrics, for whoever collects them
-        report(finals, [dict(state, final=final, first_key=models.first_key)
-                        for state, final in zip(states(), finals)])
+        report(finals, [dict(state, final=final, first_layer=outcome.first_layer)
+                        for state, final, outcome in zip(states(), finals, outcomes)])
     return outcomes
 
 
