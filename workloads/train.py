@@ -124,15 +124,23 @@ def eval_batch(cfg: TrainConfig, device: torch.device) -> int:
     return cfg.eval_batch_size or EVAL_BATCH.get(device.type, 250)
 
 
+def schedule(cfg: TrainConfig) -> Callable[[int, int, int], float]:
+    """rate(epoch, step, steps_per_epoch): the rate of the step after `step` steps, in
+    `epoch`: the base rate (lr_schedule's pairs) times the scheduler's factor. The specs
+    are parsed here once, not at every step."""
+    base, pairs, spec = cfg.base_lr, cfg.lr_schedule, SCHEDULERS.parse(cfg.scheduler)
+
+    def rate(epoch: int, step: int, steps_per_epoch: int) -> float:
+        lr = base
+        for start, value in pairs:
+            if epoch >= start:
+                lr = value
+        return lr * spec.entry.fn(epoch, step, steps_per_epoch, cfg.epochs, **spec.params)
+    return rate
+
+
 def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
-    """The rate of the step after `step` steps, in `epoch`: the base rate (lr_schedule's
-    pairs) times the scheduler's factor."""
-    lr = cfg.base_lr
-    for start, value in cfg.lr_schedule:
-        if epoch >= start:
-            lr = value
-    spec = SCHEDULERS.parse(cfg.scheduler)
-    return lr * spec.entry.fn(epoch, step, steps_per_epoch, cfg.epochs, **spec.params)
+    return schedule(cfg)(epoch, step, steps_per_epoch)
 
 
 def param_groups(named: list, cfg: TrainConfig) -> list[dict]:
@@ -219,7 +227,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     models = members(cfgs, tuple(cfg.data.in_shape), device, d.train_x.dtype)
     optimizer = build_optimizer(OPTIMIZERS.parse(tc.optimizer), param_groups(models.named(), tc),
                                 tc.base_lr, tc.weight_decay)
-    loss_spec = LOSSES.parse(tc.loss)
+    loss_spec, rate = LOSSES.parse(tc.loss), schedule(tc)
 
     def loss_fn(logits, y, reduction="mean"):
         return loss_spec.entry.fn(logits, y, reduction, **loss_spec.params)
@@ -306,7 +314,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             perms = torch.stack([torch.randperm(n, generator=o) for o in orders]).to(device)
         while batch < spe:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(tc, epoch, step, spe)
+                group["lr"] = rate(epoch, step, spe)
             idx = perms[:, batch * tc.batch_size:(batch + 1) * tc.batch_size]  # (K, B)
             x, y = d.train_x[idx], d.train_y[idx]  # (K, B, C, H, W), (K, B)
             if transforms_batch:
