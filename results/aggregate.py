@@ -82,21 +82,27 @@ class GroupAggregate:
         return float(self.test_accs.std(ddof=1)) if self.n > 1 else None
 
 
+def curve_matrix(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of `metric`: values (T, runs), NaN where a run has no value, at `steps`
+    (default: every step some run recorded it)."""
+    indexed = [c.drop_duplicates(M.STEP, keep="last").set_index(M.STEP)[metric].dropna()
+               for c in curves if metric in c]
+    table = pd.concat(indexed, axis=1, join="outer").sort_index()
+    if steps is not None:
+        table = table.reindex(steps)
+    return table.index.to_numpy(), table.to_numpy(dtype=float)
+
+
 def curve_stats(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tuple[np.ndarray, ...]:
     """(steps, mean, std, count) of `metric` over runs: at `steps` (default: every step some
     run recorded it), each point averaging the runs with a value there."""
-    indexed = [c.drop_duplicates(M.STEP, keep="last").set_index(M.STEP)[metric].dropna()
-               for c in curves if metric in c]
-    table = pd.concat(indexed, axis=1, join="outer").sort_index()  # (T, runs), NaN where a run has none
-    if steps is not None:
-        table = table.reindex(steps)
-    values = table.to_numpy(dtype=float)
+    steps, values = curve_matrix(curves, metric, steps)
     count = np.isfinite(values).sum(axis=1)
     safe = np.where(np.isfinite(values), values, 0.0)
     mean = np.where(count > 0, safe.sum(axis=1) / np.maximum(count, 1), np.nan)
     squares = np.where(np.isfinite(values), (values - mean[:, None]) ** 2, 0.0).sum(axis=1)
     std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), 0.0)
-    return table.index.to_numpy(), mean, std, count
+    return steps, mean, std, count
 
 
 def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES,
