@@ -3,7 +3,8 @@ composed from the pure aggregation and the plotting module.
 
 A report is `report(results, out_dir, study)` where `results` maps each stage's
 name to its RunRecords. It returns {"summary": its table, "figures": [(png path,
-caption), ...]} and optionally "tables" [(DataFrame, caption)] and "notes" [text]:
+caption), ...]} and optionally "folded" [(heading, [(png path, caption)])], "tables"
+[(DataFrame, caption)] and "notes" [text]:
 what results/document.py adds to the report page beside what it builds for
 every study.
 """
@@ -49,7 +50,8 @@ def part3_report(results: dict, out: Path, study) -> dict:
     curves = (out / "compare.png", f"Training loss, training and validation accuracy against optimizer "
                                    f"steps ({BAND} over repeats); test accuracy per architecture "
                                    f"(bars: mean and its 95% interval; dash: the best run)")
-    return {"summary": table, "figures": [curves] + weights}
+    return {"summary": table, "figures": [curves],
+            "folded": [("First-layer weights of each architecture's best run", weights)]}
 
 
 def part4_report(results: dict, out: Path, study) -> dict:
@@ -196,7 +198,9 @@ def variants_report(results: dict, out: Path, study) -> dict:
             path = out / f"{f.name}.png"
             plot_comparison(chosen, f.metrics, path, test_bars=False, title=f.title, x=M.EPOCH, log=f.log,
                             overlay=f.overlay)
-            figures.append((path, f.title))
+            many = max(len(a.runs) for a in chosen.values()) > 1
+            figures.append((path, f"{f.title}: against epochs, " + (f"{BAND} over repeats" if many else
+                                                                    "one run a group (repeats=N adds bands)")))
     return {"summary": table, "figures": figures}
 
 
