@@ -77,6 +77,16 @@ def overrides_of(study) -> tuple[bool, tuple]:
     return applied, study.user[len(quick):] if applied else study.user
 
 
+def distinct_runs(records) -> list:
+    """Each run once: a run that serves several groups (identical settings) has a record in each."""
+    return list({repr(sorted(r.config.items())): r for r in records}.values())
+
+
+def nowrap(words: str) -> str:
+    """A short reason that a narrow column must not break over lines."""
+    return words.replace(" ", "\u00a0")
+
+
 def text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -118,7 +128,7 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
         stages.append({"stage": stage.name, "what varies": varies,
                        "set here": ", ".join(f"{k}={text(v)}" for k, v in fixed.items()) or DASH,
                        "groups": len({r.group for r in recs}),
-                       "runs trained": len({repr(sorted(r.config.items())) for r in recs})})
+                       "runs trained": len(distinct_runs(recs))})
     blocks.append(Table(pd.DataFrame(stages), "Stages, in the order they ran",
                         note="Groups with identical settings share their runs: a run trains once and serves "
                              "every group that asks for it."))
@@ -144,9 +154,9 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
         if any_diverged:
             row["diverged"] = f"{a.n_diverged} of {len(a.runs)}" if a.n_diverged else "0"
         row.update({
-            "mean": fmt_num(s.mean) if s else Missing("no finished run"),
+            "mean": fmt_num(s.mean) if s else Missing(nowrap("no finished run")),
             "sd": fmt_num(s.std) if s else Missing(),
-            "95% CI": fmt_ci(s.ci_low, s.ci_high, why="n = 1: none") if s else Missing(),
+            "95% CI": fmt_ci(s.ci_low, s.ci_high, why=nowrap("n = 1: none")) if s else Missing(),
             "best": fmt_num(s.best) if s else Missing(),
             "parameters": f"{first.parameters:,}",
             "training s": format(float(np.mean([r.train_seconds for r in a.runs])), ".3g")})
@@ -174,7 +184,7 @@ def versus_table(rows: list, variant: str = "group", reference: str = "against")
                         "p (Holm)": Missing(), "Hedges' g": Missing()})
         else:
             why = c.why and c.why.split(":")[0] + ": no interval or test"
-            row.update({"n": f"{c.n_b}\u00a0vs\u00a0{c.n_a}", "difference": fmt_num(c.diff, signed=True),
+            row.update({"n": nowrap(f"{c.n_b} vs {c.n_a}"), "difference": fmt_num(c.diff, signed=True),
                         "95% CI": fmt_ci(c.ci_low, c.ci_high, why=why), "p": fmt_p(c.p),
                         "p (Holm)": fmt_p(r.p_holm), "Hedges' g": fmt_num(c.effect, 2)})
         out.append(row)
@@ -232,18 +242,18 @@ def _last(values: dict) -> dict:
 def problems(records: list, failed) -> list:
     """Every run that did not finish, with why and its last record; the same run serving
     several groups (identical settings) is listed once."""
-    rows, seen = [], set()
-    for r in records:
-        key = repr(sorted(r.config.items()))
-        if r.finished or key in seen:
+    rows = []
+    for r in distinct_runs(records):
+        if r.finished:
             continue
-        seen.add(key)
         last = r.curves.iloc[-1].to_dict() if len(r.curves) else {}
         rows.append({"run": f"{r.group}_r{r.repeat}", "stage": r.stage, "status": r.status,
-                     "reason": f"training loss not finite at step {r.diverged_at}",
+                     "reason": f"training loss not finite at step {r.diverged_at}"
+                               + ("" if last else ", before its first record"),
                      **_last({k: v for k, v in last.items() if pd.notna(v)})})
-    for f in failed:
-        rows.append({"run": f["run"], "stage": f["stage"], "status": "failed", "reason": f["reason"],
+    for f in failed:  # Ray's errors run to paragraphs: the trial's folder (error.txt) keeps them whole
+        reason = f["reason"] if len(f["reason"]) <= 240 else f["reason"][:240] + "\u2026"
+        rows.append({"run": f["run"], "stage": f["stage"], "status": "failed", "reason": reason,
                      **_last(f.get("last") or {})})
     if not rows:
         return [Paragraph("Every run finished: none diverged or failed.")]

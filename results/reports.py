@@ -199,8 +199,8 @@ def variants_report(results: dict, out: Path, study) -> dict:
             plot_comparison(chosen, f.metrics, path, test_bars=False, title=f.title, x=M.EPOCH, log=f.log,
                             overlay=f.overlay)
             many = max(len(a.runs) for a in chosen.values()) > 1
-            figures.append((path, f"{f.title}: against epochs, " + (f"{BAND} over repeats" if many else
-                                                                    "one run a group (repeats=N adds bands)")))
+            figures.append((path, f"{f.title}. Against epochs; " + (f"{BAND} over repeats." if many else
+                                                                    "one run a group (repeats=N adds bands).")))
     return {"summary": table, "figures": figures}
 
 

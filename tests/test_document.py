@@ -15,7 +15,7 @@ from scipy import stats as st
 from results.aggregate import RunRecord, aggregate_groups
 from results.comparisons import against_reference, between_runs, reference_pairs
 from results.document import compact_table, group_table, overrides_of, study_document, versus_table
-from results.html import DASH, Missing, write_report
+from results.html import DASH, write_report
 from search_spaces import get_study
 from test_html import Page, png
 from workloads import metrics as M
@@ -94,8 +94,8 @@ def test_with_one_run_the_tables_say_no_interval_instead_of_zeros():
                record("lr_10", 0, NAN, study, "lr=10", arch="tutorial", lr=10.0)]
     aggs = aggregate_groups(records, select=study.select)
     table = cells(group_table(study, aggs, {g: "questions" for g in aggs}))
-    assert table["fc"]["95% CI"] == "n = 1: none" and table["fc"]["sd"] == DASH and table["fc"]["mean"] == "0.380"
-    assert table["lr_10"]["mean"] == "no finished run" and table["lr_10"]["diverged"] == "1 of 1"
+    assert table["fc"]["95% CI"] == "n\u00a0=\u00a01:\u00a0none" and table["fc"]["sd"] == DASH and table["fc"]["mean"] == "0.380"
+    assert table["lr_10"]["mean"] == "no\u00a0finished\u00a0run" and table["lr_10"]["diverged"] == "1 of 1"
     rows = against_reference(aggs, reference_pairs(aggs, study.reference)[0])
     versus = cells(versus_table(rows))
     assert versus["fc"]["difference"] == "-0.030" and versus["fc"]["p"] == DASH
