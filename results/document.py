@@ -1,7 +1,7 @@
 """A study's report page, built the same way for every study from what a sweep
 leaves: the Study, its RunRecords, what the study's report function returned
-(its figures with captions; optionally "folded" figures, "tables" and "notes"), the provenance and
-the trials that failed. Pure: results/html.py writes it.
+(its figures with captions; optionally "folded" figures, "tables" and "notes"),
+the provenance and the trials that failed. Pure: results/html.py writes it.
 
     doc = study_document(study, results, extras, provenance)
     write_report(doc, out)            # out/report.html, out/report.md
@@ -52,12 +52,7 @@ def study_document(study, results: dict, extras: dict | None = None, provenance:
             Section("Test accuracy per group", [
                 Table(group_table(study, aggs, stage_of),
                       "Test accuracy over repeats: mean, sample standard deviation and 95% t interval of the mean",
-                      note="n counts the runs that finished; best is the highest of them (the study keeps its "
-                           f"best run by {study.select}). With n = 1 there is no spread and no interval "
-                           "(repeats=N gives them). Training time (seconds per run) excludes evaluation; "
-                           "parameters are the model's." + (" Runs that diverged have no test accuracy: they are not in "
-                                             "these means and are listed under 'Runs that diverged or "
-                                             "failed'." if any(a.n_diverged for a in aggs.values()) else ""))]
+                      note=group_note(study, aggs))]
                 + [Paragraph(text) for text in extras.get("notes", [])]
                 + [Table(frame, caption) for frame, caption in extras.get("tables", [])]),
             Section("Comparisons", comparisons(study, aggs)),
@@ -171,6 +166,16 @@ def compact_table(study, results: dict) -> pd.DataFrame:
     table = full[[c for c in ("group", "stage", "n", "diverged", "mean", "95% CI", "best") if c in full]]
     table = table.map(lambda v: "-" if isinstance(v, Missing) else v)  # the page says why; a terminal is narrow
     return table.rename(columns={"mean": "test acc", "95% CI": "its 95% CI"})
+
+
+def group_note(study, aggs: dict) -> str:
+    note = (f"n counts the runs that finished; best is the highest of them (the study keeps its best run by "
+            f"{study.select}). With n = 1 there is no spread and no interval (repeats=N gives them). Training "
+            f"time (seconds per run) excludes evaluation; parameters are the model's.")
+    if any(a.n_diverged for a in aggs.values()):
+        note += (" Runs that diverged have no test accuracy: they are not in these means and are listed under "
+                 "'Runs that diverged or failed'.")
+    return note
 
 
 def versus_table(rows: list, variant: str = "group", reference: str = "against") -> pd.DataFrame:
