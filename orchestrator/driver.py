@@ -10,8 +10,8 @@ The out folder gets trials.csv (each trial's status and where it ran) and
 records.pkl (every stage's RunRecords, without weights) as stages end, then the
 study's report, report.html and report.md (orchestrator/report.py), and
 provenance.json, written last: a folder without it holds an unfinished sweep,
-and `resume` restores every stage from Tune's saved state, so finished trials are kept and unfinished ones continue
-from their last checkpoint.
+and `resume` restores every stage from Tune's saved state, so finished trials
+are kept and unfinished ones continue from their last checkpoint.
 """
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ DONE_FILE = "provenance.json"   # written last: its presence means the sweep fin
 
 
 def save_records(out: Path, results: dict, failed=()) -> None:
-    stripped = {stage: [replace(r, state_dict=None) for r in recs] for stage, recs in results.items()}
+    # weights: a loader of the Tune checkpoint, which a report needs only for best/*.pt
+    stripped = {stage: [replace(r, weights=None) for r in recs] for stage, recs in results.items()}
     write_pickle(out / RECORDS_FILE, {"results": stripped, "failed": list(failed)})
 
 
