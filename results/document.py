@@ -229,7 +229,10 @@ def figures(items, folded=(), unfinished: str = "") -> list:
     in a block that opens on a click (per-group figures that would make the page long)."""
     def present(group):
         return [Figure(Path(path), caption) for path, caption in group if Path(path).is_file()]
-    blocks = present(items) + [Details(heading, present(group)) for heading, group in folded]
+    blocks = [Paragraph("Bands around curves are 95% t intervals of the mean over repeats, not the spread of "
+                        "single runs; with few repeats they are wide, and where one runs past a panel's edge "
+                        "it is cut there.")] if items else []
+    blocks += present(items) + [Details(heading, present(group)) for heading, group in folded]
     missing = [Path(path).name for path, _ in [*items, *(f for _, g in folded for f in g)] if not Path(path).is_file()]
     if missing:
         blocks.append(Paragraph(f"Figures the study listed but that are not on disk: {', '.join(missing)}."))

@@ -47,6 +47,24 @@ def band(ax, x, mean, low, high, label, **kw):
     return line
 
 
+ACCURACIES = (M.TRAIN_ACC, M.TRAIN_ACC_RUNNING, M.VAL_ACC, M.TEST_ACC)
+
+
+def keep_in_view(ax, means: list, accuracy: bool) -> None:
+    """Limits from the mean curves, at most half their range beyond them, never below 0
+    or (accuracies) above 1. With two repeats an interval is 12.7 standard errors wide
+    (t with one degree of freedom) and would flatten every curve to a line; a band cut
+    at a panel's edge goes on beyond it."""
+    values = np.concatenate([np.asarray(m, float).ravel() for m in means]) if means else np.array([])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    lo, hi = values.min(), values.max()
+    margin = (hi - lo) / 2 or max(abs(hi), 1e-3) / 10
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, lo - margin, 0.0), min(high, hi + margin, 1.0 if accuracy else np.inf))
+
+
 def mark_divergence(ax, a, x: str, color) -> None:
     """A dotted vertical line where each run of the group diverged (its last record may be
     long before, or it may have none)."""
@@ -96,6 +114,8 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
         if metric == M.GRAD_NORM or metric in log:
             ax.set_yscale("log")
             readable_log_axis(ax)
+        else:
+            keep_in_view(ax, [a.mean[metric] for a in aggs.values() if metric in a.mean], metric in ACCURACIES)
         ax.grid(alpha=0.3)
     if overlay:
         ax = axes[len(metrics)]
@@ -107,6 +127,8 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
                     band(ax, xs, a.mean[metric], *interval(a, metric), f"{group}: {TITLES.get(metric, metric)}",
                          color=colors[group], ls=style)
         ax.set_title(" vs ".join(TITLES.get(m, m) for m in overlay))
+        keep_in_view(ax, [a.mean[m] for a in aggs.values() for m in overlay if m in a.mean],
+                     all(m in ACCURACIES for m in overlay))
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -121,6 +143,7 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
         halves = [s.ci_high - s.mean if s else np.nan for s in spans]
         ax.bar(names, np.nan_to_num(means), yerr=halves, capsize=3, color="tab:blue", alpha=0.7,
                label="mean, 95% interval")
+        ax.set_ylim(0, min(ax.get_ylim()[1], 1.02))  # an interval past 0 or 1 is cut there
         ax.scatter(names, [aggs[g].test_accs.max() if aggs[g].n else np.nan for g in names], color="black",
                    marker="_", s=200, label="best", zorder=3)
         for i, g in enumerate(names):
@@ -215,6 +238,8 @@ def plot_schedules(runs: dict, detections: list, switches: list, path: Path, tit
                         textcoords="offset points", fontsize=7, color="grey")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    keep_in_view(axes[0], [a.mean[M.VAL_ACC] for a in runs.values()], accuracy=True)
+    keep_in_view(axes[1], [a.mean[M.LOSS] for a in runs.values()], accuracy=False)
     axes[0].set_title("validation accuracy (dashed: smoothed, as the plateau rule sees it)")
     axes[0].legend(fontsize=6.5, loc="lower right")
     axes[1].set_title(TITLES[M.LOSS])
