@@ -58,7 +58,7 @@ def reference_pairs(aggs: dict, reference: str = "") -> tuple[dict, str]:
             if match:
                 pairs[g] = match[0]
         how = f"each group against the group with {key}={value} and otherwise the same settings"
-        return pairs, how + ("" if pairs else f" (no such pair in this run)")
+        return pairs, how + ("" if pairs else " (no such pair in this run)")
     if reference in aggs:
         first, how = reference, f"every group against {reference}, the study's reference"
     elif reference:

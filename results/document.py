@@ -289,7 +289,9 @@ def provenance_rows(p: dict) -> dict:
     if not p:
         return {}
     hw, code, libs = p.get("hardware", {}), p.get("code", {}), p.get("libraries", {})
-    rows = {"command": shlex.join(["python", "-m", "orchestrator", *p.get("argv", [])]),
+    argv = p.get("argv")  # None: run_study called from Python
+    rows = {"command": shlex.join(["python", "-m", "orchestrator", *argv]) if argv is not None else
+            "run_study(), from Python",
             "study": p.get("study", DASH) + (" --quick" if p.get("quick") else "")
             + "".join(f" {k}={v}" for k, v in p.get("command_line", {}).items()),
             "code version": (code.get("describe") or p.get("code_version", DASH))
@@ -314,6 +316,6 @@ def provenance_rows(p: dict) -> dict:
     if p.get("report"):
         r = p["report"]
         rows["report written"] = (f"{_when(r.get('written'))} by "
-                                  + shlex.join(["python", "-m", "orchestrator", *r.get("argv", [])])
+                                  + shlex.join(["python", "-m", "orchestrator", *(r.get("argv") or [])])
                                   + f" (code {r.get('code_version', '?')})")
     return rows

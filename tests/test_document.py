@@ -166,3 +166,6 @@ def test_page_lists_what_did_not_finish_and_the_figures(tmp_path):
     assert "| code version | abc1234-dirty (commit abc1234" in text and "with uncommitted changes)" in text
     assert "| wall time | 2 min 5 s |" in text and "| where trials ran | 9 trials on vm (cpu) |" in text
     assert "A note from the study." in text and "Runs that diverged have no test accuracy" in text
+    # a sweep started from Python has no command line
+    doc = study_document(STUDY, {"train": RECORDS}, provenance={**provenance, "argv": None})
+    assert doc.provenance["command"] == "run_study(), from Python"
