@@ -119,7 +119,7 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
         elif stage.variants:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
-            varies = "; ".join(f"{k}: {', '.join(map(text, v))}" for k, v in stage.axes) or "the base"
+            varies = "; ".join(f"{k}: {', '.join(map(text, v))}" for k, v in stage.axes) or "nothing: one group"
         stages.append({"stage": stage.name, "what varies": varies,
                        "set here": ", ".join(f"{k}={text(v)}" for k, v in fixed.items()) or DASH,
                        "groups": len({r.group for r in recs}),
