@@ -10,8 +10,9 @@ PyTorch CIFAR-10 tutorial's for hw2), following one run's TrialConfig:
   * a validation split of 500 images per class (the project's own
     `workloads.data.split_indices`, split seed 0, so the split is identical),
     taken with torch.utils.data.Subset;
-  * DataLoader(batch_size=the config's, shuffle=True, num_workers=0) for training
-    (the laptop default), the config's optimizer built as torch.optim's class
+  * DataLoader(batch_size=the config's, shuffle=True) for training, with
+    num_workers=0 (the laptop default; part3) or 2 (what the PyTorch tutorial's code
+    sets, and so what hw2's students run), the config's optimizer built as torch.optim's class
     (Adam for part3, SGD momentum 0.9 at 0.001 for the tutorial), cross-entropy,
     the same architecture (`workloads.models.build_model`);
   * at the config's record points (every N steps, or every epoch): the mean training
@@ -64,6 +65,7 @@ from workloads.data import NORMALIZATIONS, split_indices
 
 SUBSET_SEED = 1              # split seed 0 + 1: the same draw order as workloads.data.prepare
 EVAL_BATCH_SIZE = 1000       # what a student picks for evaluation loaders
+WORKERS = {"part3": 0, "hw2": 2}  # the training loader's processes: the laptop default; the tutorial's
 
 
 class LocalCIFAR10(datasets.CIFAR10):
@@ -100,7 +102,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device) -> tuple[float, int]:
 
 
 def run_baseline(data_root, cfg: TrialConfig, max_steps: int | None = None, threads: int = 1,
-                 device: str | None = None, verbose: bool = False) -> dict:
+                 device: str | None = None, verbose: bool = False, workers: int = 0) -> dict:
     """One training run of `cfg`, start to finish, timed as a whole (dataset loading included).
 
     Returns {"wall_s", "steps", "records", "evaluated_images", "test_acc", "val_acc_curve",
@@ -111,12 +113,12 @@ def run_baseline(data_root, cfg: TrialConfig, max_steps: int | None = None, thre
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(data_root, cfg, max_steps, device, verbose)
+        return _run(data_root, cfg, max_steps, device, verbose, workers)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(data_root, cfg: TrialConfig, max_steps, device, verbose) -> dict:
+def _run(data_root, cfg: TrialConfig, max_steps, device, verbose, workers) -> dict:
     d, t = cfg.data, cfg.train
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     start = time.perf_counter()
@@ -144,7 +146,7 @@ def _run(data_root, cfg: TrialConfig, max_steps, device, verbose) -> dict:
     load_s = time.perf_counter() - start
 
     torch.manual_seed(t.seed)  # model init and the training loader's shuffling
-    train_loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, num_workers=0)
+    train_loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, num_workers=workers)
     loaders = {split: DataLoader(ds, batch_size=EVAL_BATCH_SIZE, shuffle=False, num_workers=0)
                for split, ds in (("train_sample", train_sample), ("val", val_set), ("test", test_set))}
     model = cfg.model.build(d.in_shape).to(device)
@@ -198,6 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1, one after another")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--workers", type=int, help="training DataLoader's num_workers (default: 0 for part3, "
+                                               "2 for hw2, as the tutorial's code)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--verbose", action="store_true", help="print every record")
     p.add_argument("--json", default=None, help="also write all results to this file")
@@ -208,7 +212,8 @@ def main(argv=None) -> int:
     results, total_start = [], time.perf_counter()
     for seed in range(a.seeds):
         r = run_baseline(a.data_dir, cfg.override({"seed": seed}), max_steps=a.max_steps, threads=a.threads,
-                         device=a.device, verbose=a.verbose)
+                         device=a.device, verbose=a.verbose,
+                         workers=a.workers if a.workers is not None else WORKERS[a.study])
         results.append(r)
         print(f"seed {seed}: {r['wall_s']:.2f}s ({r['load_s']:.2f}s loading) on {r['device']}, "
               f"{r['steps']} steps, {len(r['records'])} records, {r['evaluated_images']} images evaluated, "

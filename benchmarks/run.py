@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.baseline import WORKERS
 from orchestrator.driver import TRIALS_FILE
 from orchestrator.trainable import FINISHED, STARTED
 from search_spaces import get_study
@@ -143,17 +144,18 @@ def by_group(trials: list) -> dict:
     return groups
 
 
-def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device: torch.device) -> Row:
+def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device: torch.device,
+                 workers: int = 0) -> Row:
     """Row 1; with `timed_repeats`, each arch's wall is its timed runs' mean x its repeats."""
     from benchmarks.baseline import run_baseline
-    row = Row("baseline", "1 hand-written loop")
+    row = Row("baseline", f"1 hand-written loop, {workers} loader workers")
     timed_wall = timed_cpu = 0.0
     for members in by_group(study_trials(study)).values():
         timed = members[:timed_repeats] if timed_repeats else members
         walls = []
         for t in timed:
             with Timer() as clock:
-                r = run_baseline(data_dir, t.config, threads=1, device=str(device))
+                r = run_baseline(data_dir, t.config, threads=1, device=str(device), workers=workers)
             walls.append(clock.wall_s)
             timed_cpu += clock.cpu_s
             add_run(row, t.config, len(r["records"]), r["test_acc"], t.name)
@@ -291,6 +293,8 @@ def comparisons(rows: list[Row]) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", choices=("part3", "hw2"), default="part3")
+    p.add_argument("--workers", type=int, help="row 1's training DataLoader processes (default: 0 for "
+                                               "part3, 2 for hw2, as the tutorial's code)")
     p.add_argument("--size", choices=("quick", "full"), default="quick")
     p.add_argument("--data-dir", help="CIFAR-10 folder (else $ORCHESTRATOR_DATA, else ./data)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
@@ -335,7 +339,8 @@ def main(argv=None) -> int:
     for name in rows_asked:
         started = time.time()
         if name == "baseline":
-            row = row_baseline(study, data_dir, a.baseline_repeats, device)
+            row = row_baseline(study, data_dir, a.baseline_repeats, device,
+                               a.workers if a.workers is not None else WORKERS[a.study])
         elif name == "train":
             row = row_train(study, data_dir, device)
         elif name == "vectorized":
