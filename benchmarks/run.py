@@ -3,8 +3,9 @@
 
     PYTHONPATH=. python -m benchmarks --size quick --data-dir ../shared/data
     PYTHONPATH=. python -m benchmarks --size full --steps 200 --repeats 2 --baseline-repeats 1
+    PYTHONPATH=. python -m benchmarks --study hw2 --repeats 10 --data-dir ../shared/data
 
-Rows (all of part3's runs unless noted):
+Rows (all of the study's runs unless noted):
   1 baseline     benchmarks.baseline.run_baseline, one run after another (torchvision
                  per-sample transforms, DataLoaders, evaluation batches of 1,000)
   2 train()      the project's loop, one run after another in this process (data
@@ -23,12 +24,16 @@ falls below 1 when other processes compete for the cores; sweeps: summed trial t
 / (wall x cores), the core utilisation), and the 1-minute load average when the row
 ended (this machine's cores are shared with whatever else runs).
 
+Studies: part3 (its five architectures) or hw2 (the PyTorch tutorial's net and recipe:
+batch 4, SGD, the tutorial's normalisation; a per-step-overhead job).
 Sizes: quick = part3 --quick (2 repeats, 1 epoch of a 5,000-image subset, records every
-20 steps). full = the assignment's per-step work (whole validation split, 5,000-image
-training sample, records every 10 steps, all 10,000 test images) with every run cut to
---steps steps (a training subset of steps x 50 images, one epoch), plus a projection of
-the whole study (15 epochs of 900 steps, linear in steps). --baseline-repeats times
-fewer baseline runs per arch and scales that row by repeats / timed runs (labelled).
+20 steps); for hw2, --steps steps of batch 4 (one epoch of steps x 4 images) with one
+record scoring 500 training, 500 validation and 1,000 test images. full (part3) = the
+assignment's per-step work (whole validation split, 5,000-image training sample, records
+every 10 steps, all 10,000 test images) with every run cut to --steps steps (a training
+subset of steps x 50 images, one epoch), plus a projection of the whole study (15 epochs
+of 900 steps, linear in steps). --baseline-repeats times fewer baseline runs per arch and
+scales that row by repeats / timed runs (labelled).
 """
 from __future__ import annotations
 
@@ -46,10 +51,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.baseline import WORKERS
 from orchestrator.driver import TRIALS_FILE
 from orchestrator.trainable import FINISHED, STARTED
 from search_spaces import get_study
-from search_spaces.study import Study
+from search_spaces.hw2 import TUTORIAL
+from search_spaces.study import Stage, Study
 from workloads.config import TrialConfig
 from workloads.data import load_cifar10, prepare, resolve_data_dir
 from workloads.train import DeviceData, train
@@ -83,14 +90,21 @@ class Row:
 
 
 def bench_study(size: str, steps: int, repeats: int | None, archs: str | None,
-                extra: dict | None = None) -> Study:
-    """part3 at the chosen size (plus `extra` key=value overrides): what every row runs."""
+                extra: dict | None = None, name: str = "part3") -> Study:
+    """part3 at the chosen size, or hw2's tutorial run (plus `extra` key=value overrides):
+    what every row runs."""
+    if name == "hw2":
+        sizes = {"epochs": 1, "train_subset": (steps or 1000) * 4, "val_subset": 500, "test_subset": 1000,
+                 "train_eval_size": 500}
+        study = Study("hw2-tutorial", "the tutorial's net and recipe", (Stage("tutorial"),),
+                      base=TUTORIAL, repeats=repeats or 10)
+        return study.with_overrides({**sizes, **(extra or {})})
     study = get_study("part3")
     overrides: dict = {}
     if size == "quick":
         study = study.with_quick()
     else:  # the assignment's per-step work, each run cut to `steps` steps
-        overrides.update({"epochs": "1", "train_subset": str(steps * 50)})
+        overrides.update({"epochs": "1", "train_subset": str((steps or 200) * 50)})
     if repeats:
         overrides["repeats"] = str(repeats)
     if archs:
@@ -130,21 +144,18 @@ def by_group(trials: list) -> dict:
     return groups
 
 
-def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device: torch.device) -> Row:
+def row_baseline(study: Study, data_dir: Path, timed_repeats: int | None, device: torch.device,
+                 workers: int = 0) -> Row:
     """Row 1; with `timed_repeats`, each arch's wall is its timed runs' mean x its repeats."""
     from benchmarks.baseline import run_baseline
-    row = Row("baseline", "1 hand-written loop")
+    row = Row("baseline", f"1 hand-written loop, {workers} loader workers")
     timed_wall = timed_cpu = 0.0
     for members in by_group(study_trials(study)).values():
         timed = members[:timed_repeats] if timed_repeats else members
         walls = []
         for t in timed:
-            c, d = t.config.train, t.config.data
             with Timer() as clock:
-                r = run_baseline(data_dir, arch=t.config.model.arch, seed=c.seed, epochs=c.epochs,
-                                 train_subset=d.train_subset, val_subset=d.val_subset,
-                                 train_eval_size=d.train_eval_size, record_every=c.record_every,
-                                 threads=1, device=str(device), test_subset=d.test_subset)
+                r = run_baseline(data_dir, t.config, threads=1, device=str(device), workers=workers)
             walls.append(clock.wall_s)
             timed_cpu += clock.cpu_s
             add_run(row, t.config, len(r["records"]), r["test_acc"], t.name)
@@ -281,10 +292,14 @@ def comparisons(rows: list[Row]) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", choices=("part3", "hw2"), default="part3")
+    p.add_argument("--workers", type=int, help="row 1's training DataLoader processes (default: 0 for "
+                                               "part3, 2 for hw2, as the tutorial's code)")
     p.add_argument("--size", choices=("quick", "full"), default="quick")
     p.add_argument("--data-dir", help="CIFAR-10 folder (else $ORCHESTRATOR_DATA, else ./data)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
-    p.add_argument("--steps", type=int, default=200, help="full size: training steps per run")
+    p.add_argument("--steps", type=int, help="part3 full size and hw2: training steps per run "
+                                              "(default 200 and 1000)")
     p.add_argument("--repeats", type=int, help="repeats per arch (default: the size's)")
     p.add_argument("--archs", default=PART3_ARCHS, help=f"comma-separated (default {PART3_ARCHS})")
     p.add_argument("--baseline-repeats", type=int, help="time only this many baseline runs per arch, scale")
@@ -307,13 +322,15 @@ def main(argv=None) -> int:
     if any("=" not in o for o in a.overrides):
         p.error(f"expected key=value overrides, got {' '.join(a.overrides)}")
     extra = dict(o.split("=", 1) for o in a.overrides)
-    study = bench_study(a.size, a.steps, a.repeats, a.archs, extra)
+    if a.study == "hw2" and a.size == "full":
+        p.error("--study hw2 has one size: --steps steps of batch 4")
+    study = bench_study(a.size, a.steps, a.repeats, a.archs, extra, a.study)
     device = torch.device(a.device)
     gpus = a.gpus_per_trial if a.gpus_per_trial is not None else 0.25 if device.type == "cuda" else 0.0
     accel = Accel(precision=a.precision, compile=a.compile)
     trials = study_trials(study)
     repeats = study.repeats
-    print(f"benchmark: part3 {a.size}, {len(trials)} runs ({repeats} repeats of "
+    print(f"benchmark: {a.study} {a.size}, {len(trials)} runs ({repeats} repeats of "
           f"{len(trials) // repeats} archs), {machine()['cores']} cores, rows 1-3 on {device}; "
           f"settings: {settings_line(trials[0].config)}", flush=True)
 
@@ -322,7 +339,8 @@ def main(argv=None) -> int:
     for name in rows_asked:
         started = time.time()
         if name == "baseline":
-            row = row_baseline(study, data_dir, a.baseline_repeats, device)
+            row = row_baseline(study, data_dir, a.baseline_repeats, device,
+                               a.workers if a.workers is not None else WORKERS[a.study])
         elif name == "train":
             row = row_train(study, data_dir, device)
         elif name == "vectorized":
@@ -338,7 +356,7 @@ def main(argv=None) -> int:
     print(table(rows))
     for line in comparisons(rows):
         print(line)
-    if a.size == "full":
+    if a.study == "part3" and a.size == "full":
         scale = FULL_STEPS_PER_RUN * 50  # steps of the whole study: 50 runs
         print(f"projected whole study (50 runs x {FULL_STEPS_PER_RUN} steps, linear in steps): " +
               ", ".join(f"row {r.label.split()[0]} {scale / r.steps_per_s / 3600:.1f} h" for r in rows))
@@ -355,7 +373,8 @@ def main(argv=None) -> int:
 
 def settings_line(cfg: TrialConfig) -> str:
     d, t = cfg.data, cfg.train
-    return (f"train_subset={d.train_subset or 'all'} val_subset={d.val_subset or 'all'} "
+    return (f"arch={cfg.model.arch} optimizer={t.optimizer} lr={t.base_lr} "
+            f"train_subset={d.train_subset or 'all'} val_subset={d.val_subset or 'all'} "
             f"test_subset={d.test_subset or 'all'} train_eval_size={d.train_eval_size} "
             f"epochs={t.epochs} batch={t.batch_size} record_every={t.record_every} "
             f"eval_batch_size={t.eval_batch_size or 'by device'}")

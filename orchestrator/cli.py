@@ -5,6 +5,8 @@
     python -m orchestrator sweep part3 --quick [--data-dir DIR] [key=value ...]
     python -m orchestrator sweep part3 --resume --out runs/part3/20261123-141500
     python -m orchestrator sweep part3 --address auto --storage /mnt/shared/runs   # on a cluster
+    python -m orchestrator report runs/part3/20261123-141500      # report.html/.md again, no Ray
+    python -m orchestrator compare RUN_A RUN_B       # two runs of one study, group by group
     python -m orchestrator data --data-dir DIR       # download / verify CIFAR-10
     python -m orchestrator evaluate runs/elec5307/20261204-120000/baseline.pt   # test accuracy of saved weights
 
@@ -63,7 +65,14 @@ def build_parser() -> Parser:
                            help="repeats of a group trained together as one vectorized model")
             s.add_argument("--resume", action="store_true",
                            help="finish the sweep in --out (default: the study's latest run)")
-            s.add_argument("--quiet", action="store_true", help="no progress table")
+            s.add_argument("--quiet", action="store_true", help="no progress line")
+            s.add_argument("-v", "--verbose", action="store_true",
+                           help="Ray Tune's table of trials and the trials' own log lines")
+    r = sub.add_parser("report", help="write report.html and report.md again from a finished run, without Ray")
+    r.add_argument("run", help="a finished sweep's folder")
+    c = sub.add_parser("compare", help="two finished runs of one study: per group, B's test accuracy minus A's")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
     d = sub.add_parser("data", help="download (when online) and verify CIFAR-10")
     d.add_argument("--data-dir")
     e = sub.add_parser("evaluate", help="test accuracy of saved weights (NAME.pt with its NAME.json)")
@@ -87,6 +96,12 @@ def resolve_study(args) -> Study:
     if args.quick:
         study = study.with_quick()
     return study.with_overrides(parse_overrides(args.overrides))
+
+
+def saved_study(saved: dict) -> Study:
+    """The study a sweep ran, from its sweep.json."""
+    return resolve_study(argparse.Namespace(study=saved["study"], quick=saved["quick"],
+                                            overrides=saved["overrides"]))
 
 
 def plan_lines(study: Study) -> list[str]:
@@ -130,7 +145,7 @@ def cmd_plan(args) -> int:
 
 def output_folder(args) -> Path:
     """The sweep's folder, refused when it would overwrite a finished sweep."""
-    from orchestrator.driver import DONE_FILE, SWEEP_FILE
+    from orchestrator.report import DONE_FILE, SWEEP_FILE
     if args.out:
         out = Path(args.out)
     elif args.resume:
@@ -212,7 +227,8 @@ def sweep_lock(out: Path):
 
 
 def cmd_sweep(args, argv) -> int:
-    from orchestrator.driver import SWEEP_FILE, Options, SweepError, run_study
+    from orchestrator.driver import Options, SweepError, run_study
+    from orchestrator.report import SWEEP_FILE
     from results.io import write_json
     if args.dry_run and not args.resume:
         print("\n".join(plan_lines(resolve_study(args))))
@@ -229,7 +245,7 @@ def cmd_sweep(args, argv) -> int:
                    address=args.address, cpus_per_trial=args.cpus_per_trial,
                    gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                    max_failures=args.max_failures, repeats_per_trial=args.repeats_per_trial,
-                   resume=args.resume, verbose=0 if args.quiet else 1)
+                   resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1)
     check_address(opts.address)
     raw = load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
     created = not out.exists()
@@ -241,6 +257,8 @@ def cmd_sweep(args, argv) -> int:
             summary = run_study(study, opts, argv, raw=raw)
         except SweepError as e:
             print(f"orchestrator: {e}", file=sys.stderr)
+            if (out / "report.html").exists():
+                print(f"what finished and what failed: {out / 'report.html'}", file=sys.stderr)
             return 1
         except ConfigError:  # refused before any trial ran (cluster, resources, storage)
             if not saved and [p.name for p in out.iterdir()] == [SWEEP_FILE]:
@@ -248,12 +266,22 @@ def cmd_sweep(args, argv) -> int:
                 if created:
                     out.rmdir()
             raise
-    if "summary" in summary:
-        print(summary["summary"].to_string(index=False))
-    for line in summary.get("diverged", []):
-        print(f"diverged: {line}")
-    print(f"results in {out}")
+    print("\n".join(closing_lines(study, summary, out)))
     return 0
+
+
+def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
+    """A sweep's last lines: test accuracy per group, what diverged, where the report is."""
+    from results.document import compact_table, distinct_runs
+    runs = distinct_runs([r for recs in summary["results"].values() for r in recs])
+    finished = sum(r.finished for r in runs)
+    lines = [compact_table(study, summary["results"]).astype(str).to_string(index=False),
+             f"finished: {finished} of {len(runs)} runs" + (f", {len(runs) - finished} diverged"
+                                                             if finished < len(runs) else "")]
+    lines += [f"diverged: {line}" for line in summary.get("diverged", [])]
+    lines += [f"report: {out / 'report.html'} and report.md (written in {summary['report_s']:.1f} s)",
+              f"results in {out}"]
+    return lines
 
 
 def replace_args(args, **values):
@@ -261,6 +289,24 @@ def replace_args(args, **values):
     for k, v in values.items():
         setattr(merged, k, v)
     return merged
+
+
+def cmd_report(args, argv) -> int:
+    from orchestrator.report import finished_run, rewrite
+    folder, saved, prov = finished_run(args.run)
+    path, seconds = rewrite(saved_study(saved), folder, prov, argv)
+    print(f"report: {path} and report.md (written in {seconds:.1f} s)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from orchestrator.report import compare_lines, finished_run
+    a, b = finished_run(args.run_a), finished_run(args.run_b)
+    if a[1]["study"] != b[1]["study"]:
+        raise UsageError(f"{a[0]} is a run of {a[1]['study']} and {b[0]} of {b[1]['study']}: "
+                         f"compare two runs of the same study")
+    print("\n".join(compare_lines(a, b, saved_study(a[1]).select)))
+    return 0
 
 
 def cmd_data(args) -> int:
@@ -297,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "data":
             return cmd_data(args)
+        if args.command == "report":
+            return cmd_report(args, argv)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         return cmd_sweep(args, argv)

@@ -6,25 +6,30 @@ stage's grid may be computed from earlier results), then the study's report.
 Where things go. Tune's trial folders (checkpoints, progress) live at
 experiment_path(): under the out folder, or with `storage` (a folder every node
 mounts, or a pyarrow URI such as s3://bucket/runs) under STORAGE/<out's name>.
-The out folder gets the study's report, trials.csv (each
-trial's status and where it ran) and provenance.json, written last: a folder
-without it holds an unfinished sweep, and `resume` restores every stage from
-Tune's saved state, so finished trials are kept and unfinished ones continue
-from their last checkpoint.
+The out folder gets trials.csv (each trial's status and where it ran) and
+records.pkl (every stage's RunRecords, without weights) as stages end, then the
+study's report, report.html and report.md (orchestrator/report.py), and
+provenance.json, written last: a folder without it holds an unfinished sweep,
+and `resume` restores every stage from Tune's saved state, so finished trials
+are kept and unfinished ones continue from their last checkpoint.
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib
 import json
+import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.provenance import provenance
+from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
 from results.aggregate import RunRecord, prefix_record
 from results.io import write_csv, write_json
 from search_spaces.study import Run, Study, Trial, plan_runs
@@ -33,13 +38,16 @@ from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
 from workloads.models import multiply_adds
 
-SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume rebuild the same study
-DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
 TRIALS_FILE = "trials.csv"      # one row per trial: status, test accuracy, where it ran
 
 
 class SweepError(RuntimeError):
     """Trials failed for good: exit code 1 after what finished is reported."""
+
+    def __init__(self, headline: str, details: str = "", failed: list | None = None):
+        super().__init__(headline + (f": {details}" if details else ""))
+        self.headline = headline     # what failed, without the errors' text
+        self.failed = failed or []   # driver.failures(): each failed trial, why, its last metrics
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class Options:
     num_gpus: float | None = None   # local Ray only (logical GPUs for tests)
     max_failures: int = 2
     resume: bool = False            # restore stages saved at experiment_path; else refuse to reuse it
-    verbose: int = 1
+    verbose: int = 1                # 0: quiet, 1: a progress line per stage, 2: Tune's table and trial logs
     # > 1: up to that many repeats of a group share a trial as one vectorized model
     # (orchestrator/packed.py); the RunRecords are the same either way.
     repeats_per_trial: int = 1
@@ -115,22 +123,30 @@ def check_fresh(study: Study, opts: Options) -> None:
                               f"(or --resume to finish that sweep)")
 
 
-def init_ray(opts: Options) -> None:
+def init_ray(opts: Options) -> bool:
+    """Start or join Ray; True when this call started it (and so should stop it)."""
     import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's newer console output ignores the progress reporter: keep the compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Short trials checkpoint often; each forces a state snapshot, which is what resuming needs.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's and Tune's INFO lines, and the trials' own (Tune's "Checkpoint successfully
+    # created", forwarded until after the sweep's last lines), only with -v.
+    chatter = {"log_to_driver": opts.verbose >= 2, "logging_level": logging.INFO if opts.verbose >= 2
+               else logging.WARNING}
+    logging.getLogger("ray.tune").setLevel(chatter["logging_level"])
     if ray.is_initialized():
-        return
+        return False
     if opts.address:
         try:
-            ray.init(address=opts.address, log_to_driver=True)
+            ray.init(address=opts.address, **chatter)
         except ConnectionError as e:  # e.g. "auto" with no cluster on this machine
             raise ConfigError(f"--address {opts.address}: {str(e).strip().splitlines()[0]}") from None
     else:  # "local": never join a cluster that `ray start` left on this machine
-        ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False,
+                 **chatter)
+    return True
 
 
 def check_resources(opts: Options) -> None:
@@ -205,15 +221,22 @@ def estimated_cost(cfg, cache: dict | None = None) -> float:
     return cache[key] * (3 * steps * cfg.train.batch_size + evaluated)
 
 
-def longest_first(params: list[dict]) -> list[dict]:
+def trial_work(params: list[dict]) -> dict:
+    """{trial name: (estimated cost, training steps)} of Tune params; a pack costs what its members do."""
+    from orchestrator.packed import PACK
+    from orchestrator.trainable import trial_config, trial_name
+    cache: dict = {}
+    return {trial_name(p): (sum(estimated_cost(trial_config(m), cache) for m in p.get(PACK, [p])),
+                            trial_config(p).work()[0]) for p in params}
+
+
+def longest_first(params: list[dict], work: dict | None = None) -> list[dict]:
     """Tune params in descending estimated cost (ties keep their order), which Tune
     starts in that order: longest first, so that a stage does not end with one long
     trial on one worker while the others idle (the LPT rule)."""
-    from orchestrator.packed import PACK
-    from orchestrator.trainable import trial_config
-    cache: dict = {}
-    return sorted(params, reverse=True, key=lambda p: sum(
-        estimated_cost(trial_config(m), cache) for m in p.get(PACK, [p])))
+    from orchestrator.trainable import trial_name
+    work = work or trial_work(params)
+    return sorted(params, reverse=True, key=lambda p: work[trial_name(p)][0])
 
 
 def run_param(run: Run) -> dict:
@@ -230,7 +253,8 @@ def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
     if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
         from orchestrator.packed import pack_params, run_pack
         run_trial, params = run_pack, pack_params(params, opts.repeats_per_trial, log=True)
-    params = longest_first(params)
+    work = trial_work(params)
+    params = longest_first(params, work)
     stage = runs[0].trials[0].stage
     path = experiment_path(opts, stage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
@@ -239,10 +263,13 @@ def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
         # Finished trials stay finished; the rest continue from their last checkpoint.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
+        # -v: Tune's table of trials; else the project's own progress line (orchestrator/progress.py).
         reporter = tune.CLIReporter(
             metric_columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc", M.TEST_ACC: "test_acc"},
             parameter_columns={"trial/group": "group", "trial/repeat": "repeat"},
-            max_report_frequency=10, sort_by_metric=False)
+            max_report_frequency=10, sort_by_metric=False) if opts.verbose >= 2 else None
+        from orchestrator.progress import Progress
+        callbacks = [Progress(f"[{study.name}] {stage}", work)] if opts.verbose == 1 else []
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(params)},
@@ -255,7 +282,7 @@ def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
                 name=stage, storage_path=path.rsplit("/", 1)[0],
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                progress_reporter=reporter, verbose=opts.verbose))
+                progress_reporter=reporter, callbacks=callbacks, verbose=1 if reporter else 0))
     return tuner.fit()
 
 
@@ -276,7 +303,7 @@ def failure(result) -> str | None:
 def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
     """{run name: RunRecord} of the runs that ended (finished or diverged), and one line
     for each failed one."""
-    from orchestrator.trainable import load_state, trial_name
+    from orchestrator.trainable import load_meta, load_weights, trial_name
     records, failed = {}, []
     for result in grid:
         param = result.config["trial"]
@@ -284,22 +311,24 @@ def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
         if reason:
             failed.append(f"{trial_name(param)}: {reason}")
             continue
-        records[trial_name(param)] = run_record(param, load_state(result.checkpoint),
-                                                float(result.metrics.get("time_total_s", 0.0)))
+        records[trial_name(param)] = run_record(param, load_meta(result.checkpoint),
+                                                float(result.metrics.get("time_total_s", 0.0)),
+                                                partial(load_weights, result.checkpoint))
     return records, failed
 
 
-def run_record(param: dict, state: dict, wall_s: float) -> RunRecord:
-    """An ended run as aggregation sees it, from its Tune params and final state (which
-    holds every record, also those from before a restore, and the final metrics)."""
-    final = state["final"]
+def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
+    """An ended run as aggregation sees it, from its Tune params and final checkpoint's
+    metadata (every record, also those from before a restore, the final metrics and
+    first-layer weights). Its weights stay on disk: `weights()` loads them."""
+    final = meta["final"]
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
         config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-        curves=pd.DataFrame(state["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
-        first_layer=state["model"][state["first_key"]].numpy().copy(), state_dict=state["model"],
-        status=final[M.STATUS], parameters=int(final[M.PARAMETERS]),
-        train_seconds=float(final[M.TRAIN_SECONDS]), diverged_at=final.get(M.DIVERGED_AT))
+        curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
+        first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
+        parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
+        diverged_at=final.get(M.DIVERGED_AT))
 
 
 def serve(record: RunRecord, run: Run) -> list[RunRecord]:
@@ -328,13 +357,15 @@ def trial_rows(grid) -> list[dict]:
 
 
 def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=None) -> dict:
+    started = time.time()
     raw = raw if raw is not None else load_cifar10(opts.data_dir)  # fails with one line before Ray starts
     # While Ray starts (seconds of waiting on its processes), the background thread
     # prepares the data and imports Tune (~1 s), which check_fresh needs first.
     datasets = DataSets(raw, study)
     tune_imported = datasets.pool.submit(importlib.import_module, "ray.tune")
+    ours = False
     try:
-        init_ray(opts)
+        ours = init_ray(opts)
         tune_imported.result()
         if not opts.resume:
             check_fresh(study, opts)
@@ -342,12 +373,15 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=No
         # Re-reporting a finished sweep: unfinished again until the new report is complete.
         (opts.out / DONE_FILE).unlink(missing_ok=True)
         check_resources(opts)
-        return _run_stages(study, opts, argv, datasets)
+        return _run_stages(study, opts, argv, datasets, started)
     finally:
         datasets.close()
+        if ours:  # now, not at exit: Ray's own notices (a worker that died) then come before the sweep's last lines
+            import ray
+            ray.shutdown()
 
 
-def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: DataSets) -> dict:
+def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: DataSets, started: float) -> dict:
     results, plans, rows = {}, {}, []
     done: dict = {}       # run config -> RunRecord: a trial asking for it again reuses it
     groups: dict = {}     # group -> stage: names are unique across a study
@@ -364,16 +398,32 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
         print(f"[{study.name}] stage {stage.name}: {len(trials)} results from {len(runs)} runs"
               + (f" ({reused} reused from earlier stages)" if reused else "")
               + f" -> {experiment_path(opts, stage.name)}", file=sys.stderr, flush=True)
-        if todo:
-            _run_todo(study, stage.name, todo, opts, datasets, done, rows)
+        try:
+            if todo:
+                _run_todo(study, stage.name, todo, opts, datasets, done, rows)
+        except SweepError as e:  # what finished, and what failed, in a partial report
+            results[stage.name] = [r for run in runs if run.config in done for r in serve(done[run.config], run)]
+            report_unfinished(study, results, opts.out, provenance(study, opts, plans, argv, started, rows),
+                              e.failed, e.headline)
+            raise
         results[stage.name] = [r for run in runs for r in serve(done[run.config], run)]
         order = {t.name: i for i, t in enumerate(trials)}  # the plan's order
         results[stage.name].sort(key=lambda r: order[f"{r.group}_r{r.repeat}"])
-    summary = study.report(results, opts.out, study) if study.report else {}
-    write_json(opts.out / DONE_FILE, provenance(study, opts, plans, argv))
+        save_records(opts.out, results)  # `report RUN` rebuilds the report from these, without Ray
+    prov = provenance(study, opts, plans, argv, started, rows)
+    extras, seconds = write_study_report(study, results, opts.out, prov)
+    write_json(opts.out / DONE_FILE, {**prov, "report_s": round(seconds, 2)})
     diverged = [f"{r.group}_r{r.repeat} (step {r.diverged_at})" for recs in results.values()
                 for r in recs if r.status == M.DIVERGED]
-    return {"results": results, "diverged": diverged, **summary}
+    return {"results": results, "diverged": diverged, "report_s": seconds, **extras}
+
+
+def failures(grid, stage: str) -> list[dict]:
+    """Each trial that did not end, with why and its last reported metrics (a pack's are its means)."""
+    from orchestrator.trainable import trial_name
+    return [{"stage": stage, "run": trial_name(r.config["trial"]), "reason": failure(r),
+             "last": {k: (r.metrics or {}).get(k) for k in (M.STEP, M.EPOCH, M.LOSS, M.VAL_ACC)}}
+            for r in grid if failure(r)]
 
 
 def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets: DataSets, done: dict,
@@ -393,10 +443,19 @@ def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets
                           f"that this study does not plan (and lacks {sorted(planned - ran)[:3]}): "
                           f"resume with the study, --quick and overrides it was started with")
     records, failed = collector(grid)
-    rows += sorted(trial_rows(grid), key=lambda row: order.get(row["trial"], len(order)))
+    ran_rows = sorted(trial_rows(grid), key=lambda row: order.get(row["trial"], len(order)))
+    rows += ran_rows
     write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
+    # Each trial process says so too, but its lines reach this terminal only with -v.
+    from orchestrator.trainable import DEVICE, GPU_IDS
+    on_cpu = [row["trial"] for row in ran_rows if row.get(GPU_IDS) and row.get(DEVICE) == "cpu"]
+    if on_cpu:
+        print(f"[{study.name}] {len(on_cpu)} trials were given a GPU but their torch has no CUDA: "
+              f"they trained on the CPU ({', '.join(on_cpu[:3])}{', ...' if len(on_cpu) > 3 else ''})",
+              file=sys.stderr, flush=True)
+    for run in runs:
+        if run.name in records:
+            done[run.config] = records[run.name]
     if failed:
         raise SweepError(f"stage {stage}: {len(failed)} of {len(planned)} trials failed "
-                         f"(rerun with --resume to retry them): " + "; ".join(failed[:3]))
-    for run in runs:
-        done[run.config] = records[run.name]
+                         f"(rerun with --resume to retry them)", "; ".join(failed[:3]), failures(grid, stage))

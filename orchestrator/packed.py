@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import itertools
 import os
+from functools import partial
 import sys
 import time
 
 import torch
 from ray import tune
 
-from orchestrator.trainable import (FINISHED, device_data, load_state, pick_device, placement, run_trial,
+from orchestrator.trainable import (FINISHED, device_data, load_meta, load_state, load_weights, pick_device,
+                                    placement, run_trial,
                                     send, trial_config, trial_name)
 from workloads import metrics as M
 from workloads.vectorized import train_repeats, why_not_vectorized
@@ -107,9 +109,9 @@ def collect(grid) -> tuple[dict, list[str]]:
             failed.append(f"{trial_name(param)} (repeats {', '.join(str(p['repeat']) for p in members)}): "
                           f"{reason}")
             continue
-        states = load_state(result.checkpoint)[REPEATS]
+        metas = load_meta(result.checkpoint)[REPEATS]
         # Each repeat's share of the pack's time, so that summed trial time stays true.
         wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
-        for p, state in zip(members, states):
-            records[trial_name(p)] = run_record(p, state, wall)
+        for i, (p, meta) in enumerate(zip(members, metas)):
+            records[trial_name(p)] = run_record(p, meta, wall, partial(load_weights, result.checkpoint, i, REPEATS))
     return records, failed

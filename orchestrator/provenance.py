@@ -1,4 +1,5 @@
-"""What every result carries: resolved configs, code version, hardware, libraries."""
+"""What every result carries: resolved configs, code version, hardware, libraries,
+when it ran and where its trials ran."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,20 +7,32 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-LIBRARIES = ("torch", "torchvision", "ray", "numpy", "pandas", "matplotlib", "tensorboardX")
+LIBRARIES = ("torch", "torchvision", "ray", "numpy", "pandas", "scipy", "matplotlib", "jinja2", "tensorboardX")
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5)
+        return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return _git("describe", "--always", "--dirty") or "unknown"
+
+
+def code_state() -> dict:
+    """The commit and whether the working tree had changes (`describe` ends in -dirty)."""
+    describe = code_version()
+    return {"describe": describe, "commit": _git("rev-parse", "HEAD") or None,
+            "dirty": describe.endswith("-dirty")}
 
 
 def library_versions() -> dict:
@@ -33,9 +46,20 @@ def library_versions() -> dict:
     return out
 
 
+def cpu_model() -> str | None:
+    """/proc/cpuinfo's model name on Linux (platform.processor() is often empty there)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def hardware() -> dict:
     info = {"host": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "cpus": os.cpu_count()}
+            "cpu_model": cpu_model(), "cpus": os.cpu_count()}
     try:
         import torch
         info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -50,8 +74,26 @@ def hardware() -> dict:
     return info
 
 
-def provenance(study, opts, plans: dict, argv) -> dict:
-    return {"study": study.name, "overrides": dict(study.user), "argv": argv,
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "code_version": code_version(), "libraries": library_versions(), "hardware": hardware(),
+def placement(rows: list[dict]) -> list[dict]:
+    """Where trials ran, from trials.csv's rows: trials per host and device, in order of appearance."""
+    counts = Counter((str(r.get("hostname") or "?"), str(r.get("device") or "?")) for r in rows)
+    return [{"host": host, "device": device, "trials": n} for (host, device), n in counts.items()]
+
+
+def iso(seconds: float) -> str:
+    """A time.time() value as an ISO 8601 UTC time."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(study, opts, plans: dict, argv, started: float | None = None, rows: list | None = None) -> dict:
+    """`started`: the driver's start (time.time()); `rows`: trials.csv's rows."""
+    from results.document import overrides_of
+    finished, code = time.time(), code_state()
+    quick, command_line = overrides_of(study)
+    return {"study": study.name, "overrides": dict(study.user), "quick": quick,
+            "command_line": dict(command_line), "argv": argv,
+            "started": iso(started) if started else None, "finished": iso(finished),
+            "wall_s": round(finished - started, 1) if started else None,
+            "code_version": code["describe"], "code": code, "libraries": library_versions(),
+            "hardware": hardware(), "placement": placement(rows or []),
             "options": {k: str(v) for k, v in asdict(opts).items()}, "trials": plans}

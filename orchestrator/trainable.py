@@ -31,7 +31,13 @@ from workloads import metrics as M
 from workloads.config import FIELDS, DataConfig, TrialConfig
 from workloads.train import DeviceData, train
 
+# A checkpoint is two files: what the driver reads of a finished run (records, final
+# metrics, first-layer weights: kilobytes) apart from the weights and optimizer state
+# (ResNet-18: ~90 MB with SGD momentum), which only a resumed trial and the report's
+# best-run copy ever load.
+META_FILE = "meta.pt"
 STATE_FILE = "state.pt"
+HEAVY = ("model", "optimizer")
 
 # Where and how a trial runs: in every report, one trials.csv column each.
 NODE_ID = "node_id"
@@ -100,17 +106,48 @@ def nbytes(data) -> int:
     return sum(getattr(getattr(data, f), "nbytes", 0) for f in data.__dataclass_fields__)
 
 
-def load_state(checkpoint: tune.Checkpoint) -> dict:
+def split_state(state: dict) -> tuple[dict, dict]:
+    """(meta, heavy) halves of train()'s state dict, or of a pack's {key: [states]}."""
+    if all(isinstance(v, list) and v and isinstance(v[0], dict) for v in state.values()):  # a pack
+        halves = {k: [split_state(s) for s in v] for k, v in state.items()}
+        return {k: [m for m, _ in v] for k, v in halves.items()}, {k: [h for _, h in v] for k, v in halves.items()}
+    return ({k: v for k, v in state.items() if k not in HEAVY}, {k: v for k, v in state.items() if k in HEAVY})
+
+
+def join_state(meta: dict, heavy: dict) -> dict:
+    if all(isinstance(v, list) for v in meta.values()):
+        return {k: [{**m, **h} for m, h in zip(v, heavy[k])] for k, v in meta.items()}
+    return {**meta, **heavy}
+
+
+def load_meta(checkpoint: tune.Checkpoint) -> dict:
+    """What the driver needs of a run: records, final metrics, first layer; no weights."""
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+        return torch.load(Path(folder) / META_FILE, weights_only=False)
+
+
+def load_state(checkpoint: tune.Checkpoint) -> dict:
+    """The whole state, to resume from."""
+    with checkpoint.as_directory() as folder:
+        return join_state(torch.load(Path(folder) / META_FILE, weights_only=False),
+                          torch.load(Path(folder) / STATE_FILE, weights_only=False))
+
+
+def load_weights(checkpoint: tune.Checkpoint, index: int | None = None, key: str = "") -> dict:
+    """A run's final model weights (a pack's member `index` under `key`), read only when asked."""
+    with checkpoint.as_directory() as folder:
+        heavy = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    return (heavy[key][index] if index is not None else heavy)["model"]
 
 
 def send(metrics: dict, state: dict | None) -> None:
     if state is None:
         tune.report(metrics)
         return
+    meta, heavy = split_state(state)
     with tempfile.TemporaryDirectory() as folder:  # Tune copies it to storage before returning
-        torch.save(state, Path(folder) / STATE_FILE)
+        torch.save(meta, Path(folder) / META_FILE)
+        torch.save(heavy, Path(folder) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 

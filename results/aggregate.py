@@ -33,12 +33,18 @@ class RunRecord:
     test_acc: float              # NaN when it diverged
     wall_s: float
     first_layer: Any = None      # np.ndarray of the first layer's weights
-    state_dict: Any = None       # its final model weights (CPU tensors); None for a prefix
+    # Its final model weights: a state_dict, or a function that loads it from the run's
+    # checkpoint (the driver keeps no weights in memory); None for a prefix of a longer run.
+    weights: Any = None
     status: str = M.FINISHED     # or M.DIVERGED
     parameters: int = 0          # of the model that ran
     train_seconds: float = 0.0   # training time, evaluation excluded
     changes: str = ""            # what its group changes, in words
     diverged_at: int | None = None  # the step whose loss was not finite
+
+    def state_dict(self) -> dict:
+        """The weights, loaded now if they are still on disk."""
+        return self.weights() if callable(self.weights) else self.weights
 
     @property
     def finished(self) -> bool:
@@ -76,21 +82,27 @@ class GroupAggregate:
         return float(self.test_accs.std(ddof=1)) if self.n > 1 else None
 
 
+def curve_matrix(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of `metric`: values (T, runs), NaN where a run has no value, at `steps`
+    (default: every step some run recorded it)."""
+    indexed = [c.drop_duplicates(M.STEP, keep="last").set_index(M.STEP)[metric].dropna()
+               for c in curves if metric in c]
+    table = pd.concat(indexed, axis=1, join="outer").sort_index()
+    if steps is not None:
+        table = table.reindex(steps)
+    return table.index.to_numpy(), table.to_numpy(dtype=float)
+
+
 def curve_stats(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tuple[np.ndarray, ...]:
     """(steps, mean, std, count) of `metric` over runs: at `steps` (default: every step some
     run recorded it), each point averaging the runs with a value there."""
-    indexed = [c.drop_duplicates(M.STEP, keep="last").set_index(M.STEP)[metric].dropna()
-               for c in curves if metric in c]
-    table = pd.concat(indexed, axis=1, join="outer").sort_index()  # (T, runs), NaN where a run has none
-    if steps is not None:
-        table = table.reindex(steps)
-    values = table.to_numpy(dtype=float)
+    steps, values = curve_matrix(curves, metric, steps)
     count = np.isfinite(values).sum(axis=1)
     safe = np.where(np.isfinite(values), values, 0.0)
     mean = np.where(count > 0, safe.sum(axis=1) / np.maximum(count, 1), np.nan)
     squares = np.where(np.isfinite(values), (values - mean[:, None]) ** 2, 0.0).sum(axis=1)
     std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), 0.0)
-    return table.index.to_numpy(), mean, std, count
+    return steps, mean, std, count
 
 
 def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES,
@@ -166,7 +178,7 @@ def prefix_record(record: RunRecord, epochs: int, config: dict) -> RunRecord:
     test = float(last[M.TEST_ACC]) if last is not None and M.TEST_ACC in last and not diverged else float("nan")
     seconds = float(last[M.TRAIN_SECONDS]) if last is not None and M.TRAIN_SECONDS in last else 0.0
     share = record.wall_s * seconds / record.train_seconds if record.train_seconds else 0.0
-    return replace(record, config=config, curves=curves, test_acc=test, wall_s=share, state_dict=None,
+    return replace(record, config=config, curves=curves, test_acc=test, wall_s=share, weights=None,
                    first_layer=None, train_seconds=seconds,
                    status=M.DIVERGED if diverged else M.FINISHED,
                    diverged_at=record.diverged_at if diverged else None)

@@ -1,7 +1,8 @@
 """elec5307's outputs: pure tables and the part2 choice, then the report that writes
 them with the figures (results/grid_plots.py) beside the sweep.
 
-    report(results, out, study) -> {"summary": DataFrame, "figures": [(png, caption), ...]}
+    report(results, out, study, families) -> {"summary": DataFrame (one row per finding, also in
+        "tables"), "figures": [(png, caption)], "folded": [(heading, part3's figures)], "notes": [part2's choice]}
 
 Files, for the parts that ran:
   summary.csv, curves.csv      every group: means, spread and n (results.aggregate)
@@ -29,7 +30,7 @@ import pandas as pd
 from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.grid_plots import plot_heatmaps, plot_pairs
 from results.io import save_weights, write_csv, write_json
-from results.plots import plot_comparison
+from results.plots import BAND, plot_comparison
 from workloads import metrics as M
 
 GRID = ("batch_size", "lr", "epochs")
@@ -120,14 +121,18 @@ def report(results: dict, out: Path, study, families=()) -> dict:
     aggs = aggregate_groups(records, select=study.select)
     write_csv(out / "summary.csv", summary_table(aggs))
     write_csv(out / "curves.csv", curves_table(aggs))
-    rows, figures = [], []
+    rows, figures, folded, notes = [], [], [], []
     if "part1" in results:
         _part1(_stage_aggs(aggs, results["part1"]), out, rows, figures)
     if "part2" in results:
-        _part2(_stage_aggs(aggs, results["part2"]), out, rows, figures)
+        notes.append(_part2(_stage_aggs(aggs, results["part2"]), out, rows, figures))
     if "part3" in results:
-        _part3(_stage_aggs(aggs, results["part3"]), out, rows, figures, families)
-    return {"summary": pd.DataFrame(rows), "figures": figures}
+        _part3(_stage_aggs(aggs, results["part3"]), out, rows, folded, families)
+    found = pd.DataFrame(rows)
+    caption = ("What the study found, part by part: validation and test accuracy over repeats (mean, sample "
+               "standard deviation, n), training seconds per epoch and in total, evaluation excluded")
+    return {"summary": found, "figures": figures, "notes": notes, "tables": [(found, caption)] if rows else [],
+            "folded": [("part3: each ablation family against the baseline", folded)] if folded else []}
 
 
 def _stage_aggs(aggs: dict, records) -> dict:
@@ -152,7 +157,8 @@ def _part1(aggs: dict, out: Path, rows: list, figures: list) -> None:
     rows.append(_row("part1", "the tutorial baseline", longest))
 
 
-def _part2(aggs: dict, out: Path, rows: list, figures: list) -> None:
+def _part2(aggs: dict, out: Path, rows: list, figures: list) -> str:
+    """part2's table, choice and figures; returns the choice in words."""
     table = grid_table(aggs)
     write_csv(out / "part2.csv", table)
     choice = choose(table, validation_images(next(iter(aggs.values())).runs[0].config))
@@ -174,6 +180,7 @@ def _part2(aggs: dict, out: Path, rows: list, figures: list) -> None:
         rows.append(_row("part2", "chosen: the quickest within noise of the best (part2_choice.json)",
                          aggs[chosen["group"]]))
         rows.append(_row("part2", "highest validation accuracy", aggs[choice["best"]["group"]]))
+    return f"part2's choice, {chosen['group'] if chosen else 'none'}: {choice['rule']}."
 
 
 def _part3(aggs: dict, out: Path, rows: list, figures: list, families) -> None:
@@ -189,7 +196,8 @@ def _part3(aggs: dict, out: Path, rows: list, figures: list, families) -> None:
         title = f"part3, {f.title}: each value against the baseline ({f.baseline})"
         plot_comparison({g: aggs[g] for g in groups}, [M.LOSS, M.VAL_LOSS, M.VAL_ACC], path, title=title,
                         x=M.EPOCH)
-        figures.append((path, title))
+        figures.append((path, f"{title}: losses and validation accuracy against epochs, test accuracy "
+                              f"(bars); {BAND} over repeats"))
         if table["val_acc_mean"].notna().any():
             top = table["group"].iloc[int(np.nanargmax(table["val_acc_mean"]))]
             found.append(_row("part3", f"{f.title}: best on validation", aggs[top]))
@@ -200,9 +208,11 @@ def _part3(aggs: dict, out: Path, rows: list, figures: list, families) -> None:
         return
     rows.append(_row("part3", "the new baseline", baseline))
     rows += found
-    save_weights(out / "baseline.pt", baseline.best.state_dict, baseline.best.config)
     modified = best_variant({g: a for g, a in aggs.items() if g != "baseline"}, baseline)
-    if modified is not None and aggs[modified].best is not None:
-        best = aggs[modified].best
-        save_weights(out / "modified.pt", best.state_dict, best.config)
+    chosen = {"baseline": baseline.best, "modified": aggs[modified].best if modified else None}
+    for name, run in chosen.items():
+        # No weights when re-reported from records.pkl (orchestrator/report.py): the sweep's files stay.
+        if run is not None and run.weights is not None:
+            save_weights(out / f"{name}.pt", run.state_dict(), run.config)
+    if modified is not None:
         rows.append(_row("part3", "modified: the best variant on validation", aggs[modified]))

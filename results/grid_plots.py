@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from results.io import save_figure
-from results.plots import TITLES, band
+from results.plots import ACCURACIES, TITLES, band, interval, keep_in_view
 from workloads import metrics as M
 
 STYLES = ("-", "--")  # the pair's first metric solid, its second dashed
@@ -59,7 +59,7 @@ def plot_heatmaps(table, path: Path, title: str, chosen: tuple | None = None,
 
 
 def plot_pairs(panels: list, path: Path, title: str, marks: dict | None = None) -> None:
-    """Panels of paired curves against epochs, mean +- std over repeats: each panel is
+    """Panels of paired curves against epochs (results.plots.BAND over repeats): each panel is
     (its title, {label: GroupAggregate}, (metric, metric)), the first metric solid and the
     second dashed in the label's colour. `marks` {panel index: {label: [(epoch, value)]}}
     adds dots (test accuracy at the end of each length)."""
@@ -69,7 +69,7 @@ def plot_pairs(panels: list, path: Path, title: str, marks: dict | None = None) 
             color = f"C{k % 10}"
             for metric, style in zip(pair, STYLES):
                 if metric in a.mean:
-                    band(ax, a.mean[M.EPOCH], a.mean[metric], a.std[metric],
+                    band(ax, a.mean[M.EPOCH], a.mean[metric], *interval(a, metric),
                          label if style == STYLES[0] else None, color=color, ls=style)
             for epoch, value in (marks or {}).get(i, {}).get(label, []):
                 ax.plot([epoch], [value], "o", color=color, ms=5)
@@ -77,6 +77,8 @@ def plot_pairs(panels: list, path: Path, title: str, marks: dict | None = None) 
             ax.plot([], [], ls=style, color="grey", label=TITLES.get(metric, metric))
         if (marks or {}).get(i):
             ax.plot([], [], "o", color="grey", label=TITLES[M.TEST_ACC])
+        keep_in_view(ax, [a.mean[m] for a in aggs.values() for m in pair if m in a.mean],
+                     all(m in ACCURACIES for m in pair))
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

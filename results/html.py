@@ -31,7 +31,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from results.io import atomic_path
+from results.io import save_bytes, save_text
 
 DASH = "\u2014"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -429,8 +429,7 @@ def place_figures(doc: Document, folder: Path) -> dict:
         if name not in claimed:
             data, target = _png(fig.path), folder / "figures" / name
             if not (target.is_file() and target.read_bytes() == data):
-                with atomic_path(target) as tmp:
-                    tmp.write_bytes(data)
+                save_bytes(target, data)
             claimed[name] = source
         links[fig.path] = f"figures/{name}"
     return links
@@ -444,6 +443,5 @@ def write_report(doc: Document, folder: Path) -> tuple[Path, Path]:
     markdown = render_markdown(doc, place_figures(doc, folder))
     paths = folder / "report.html", folder / "report.md"
     for path, text in zip(paths, (html, markdown)):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        save_text(path, text)
     return paths

@@ -14,20 +14,55 @@ matplotlib.use("Agg")  # no display on workers or CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from results.aggregate import curve_matrix
 from results.io import save_figure
+from results.stats import curve_band, summarize
 from workloads import metrics as M
 
 TITLES = M.TITLES
 
 
-def band(ax, x, mean, std, label, **kw):
-    """A mean curve with a +-std band, skipping points no run reached (NaN); a group with
-    no point at all still gets its legend entry."""
-    x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.asarray(std, float)
+BAND = "mean and 95% interval of the mean"  # what every band drawn here is, for titles and captions
+
+
+def interval(a, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high): the 95% t interval of a group's mean curve at each of its steps
+    (results.stats.curve_band): how well the repeats pin the mean down, which is what
+    comparing groups needs (+-std is the spread of single runs). It collapses onto the
+    curve where a single run has a value."""
+    if metric not in a.mean:
+        return a.steps * np.nan, a.steps * np.nan
+    _, values = curve_matrix([r.curves for r in a.runs], metric, a.steps)  # (T, runs)
+    b = curve_band(values.T)
+    return b.low, b.high
+
+
+def band(ax, x, mean, low, high, label, **kw):
+    """A mean curve with a band from `low` to `high`, skipping points no run reached (NaN);
+    a group with no point at all still gets its legend entry."""
+    x, mean, low, high = (np.asarray(v, float) for v in (x, mean, low, high))
     ok = np.isfinite(mean) & np.isfinite(x)
     line, = ax.plot(x[ok], mean[ok], label=label, lw=1.2, **kw)
-    ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2, lw=0)
+    ax.fill_between(x[ok], low[ok], high[ok], color=line.get_color(), alpha=0.2, lw=0)
     return line
+
+
+ACCURACIES = (M.TRAIN_ACC, M.TRAIN_ACC_RUNNING, M.VAL_ACC, M.TEST_ACC)
+
+
+def keep_in_view(ax, means: list, accuracy: bool) -> None:
+    """Limits from the mean curves, at most half their range beyond them, never below 0
+    or (accuracies) above 1. With two repeats an interval is 12.7 standard errors wide
+    (t with one degree of freedom) and would flatten every curve to a line; a band cut
+    at a panel's edge goes on beyond it."""
+    values = np.concatenate([np.asarray(m, float).ravel() for m in means]) if means else np.array([])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    lo, hi = values.min(), values.max()
+    margin = (hi - lo) / 2 or max(abs(hi), 1e-3) / 10
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, lo - margin, 0.0), min(high, hi + margin, 1.0 if accuracy else np.inf))
 
 
 def mark_divergence(ax, a, x: str, color) -> None:
@@ -59,10 +94,10 @@ def diverged_everywhere(ax, aggs: dict, x: str, colors: dict) -> None:
 
 def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, title: str = "",
                     x: str = M.STEP, log: tuple = (), overlay: tuple = ()) -> None:
-    """One panel per metric (mean +- std over repeats, x marking where a run diverged) against
-    steps or epochs; an `overlay` panel with several metrics per group (solid: the last one,
-    dashed and dotted: the others); and test-accuracy bars (mean +- std of the finished runs,
-    and the best)."""
+    """One panel per metric (mean and 95% interval of the mean over repeats, dotted lines where
+    a run diverged) against steps or epochs; an `overlay` panel with several metrics per group
+    (solid: the last one, dashed and dotted: the others); and test-accuracy bars (mean and its
+    95% interval over the finished runs, and the best)."""
     panels = len(metrics) + bool(overlay) + bool(test_bars)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
     axes = axes[0]
@@ -71,7 +106,7 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
         for group, a in aggs.items():
             if metric in a.mean or a.n_diverged:
                 xs = a.steps if x == M.STEP else a.mean.get(x, a.steps)
-                band(ax, xs, a.mean.get(metric, xs * np.nan), a.std.get(metric, xs * np.nan), label_of(group, a),
+                band(ax, xs, a.mean.get(metric, xs * np.nan), *interval(a, metric), label_of(group, a),
                      color=colors[group])
         diverged_everywhere(ax, aggs, x, colors)
         ax.set_title(TITLES.get(metric, metric) + (" (log scale)" if metric in log else ""))
@@ -79,6 +114,8 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
         if metric == M.GRAD_NORM or metric in log:
             ax.set_yscale("log")
             readable_log_axis(ax)
+        else:
+            keep_in_view(ax, [a.mean[metric] for a in aggs.values() if metric in a.mean], metric in ACCURACIES)
         ax.grid(alpha=0.3)
     if overlay:
         ax = axes[len(metrics)]
@@ -87,9 +124,11 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
             for metric, style in zip(overlay, styles):
                 if metric in a.mean:
                     xs = a.steps if x == M.STEP else a.mean[x]
-                    band(ax, xs, a.mean[metric], a.std[metric], f"{group}: {TITLES.get(metric, metric)}",
+                    band(ax, xs, a.mean[metric], *interval(a, metric), f"{group}: {TITLES.get(metric, metric)}",
                          color=colors[group], ls=style)
         ax.set_title(" vs ".join(TITLES.get(m, m) for m in overlay))
+        keep_in_view(ax, [a.mean[m] for a in aggs.values() for m in overlay if m in a.mean],
+                     all(m in ACCURACIES for m in overlay))
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -100,9 +139,11 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
         ax = axes[-1]
         names = list(aggs)
         means = [aggs[g].test_mean if aggs[g].n else np.nan for g in names]
-        stds = [aggs[g].test_std if aggs[g].n > 1 else np.nan for g in names]
-        ax.bar(names, np.nan_to_num(means), yerr=stds, capsize=3, color="tab:blue", alpha=0.7,
-               label="mean +- std")
+        spans = [summarize(aggs[g].test_accs) if aggs[g].n > 1 else None for g in names]
+        halves = [s.ci_high - s.mean if s else np.nan for s in spans]
+        ax.bar(names, np.nan_to_num(means), yerr=halves, capsize=3, color="tab:blue", alpha=0.7,
+               label="mean, 95% interval")
+        ax.set_ylim(0, min(ax.get_ylim()[1], 1.02))  # an interval past 0 or 1 is cut there
         ax.scatter(names, [aggs[g].test_accs.max() if aggs[g].n else np.nan for g in names], color="black",
                    marker="_", s=200, label="best", zorder=3)
         for i, g in enumerate(names):
@@ -180,9 +221,9 @@ def plot_schedules(runs: dict, detections: list, switches: list, path: Path, tit
     colors = {}
     for label, a in runs.items():
         epochs = a.mean[M.EPOCH]
-        colors[label] = band(axes[0], epochs, a.mean[M.VAL_ACC], a.std[M.VAL_ACC],
+        colors[label] = band(axes[0], epochs, a.mean[M.VAL_ACC], *interval(a, M.VAL_ACC),
                              f"{label} (n={a.n})", alpha=0.8).get_color()
-        band(axes[1], epochs, a.mean[M.LOSS], a.std[M.LOSS], label, color=colors[label], alpha=0.8)
+        band(axes[1], epochs, a.mean[M.LOSS], *interval(a, M.LOSS), label, color=colors[label], alpha=0.8)
         axes[2].plot(epochs, a.mean[M.LR], color=colors[label], label=label, lw=1.5)
     for label, p in detections:
         color = colors.get(label, "black")
@@ -197,6 +238,8 @@ def plot_schedules(runs: dict, detections: list, switches: list, path: Path, tit
                         textcoords="offset points", fontsize=7, color="grey")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    keep_in_view(axes[0], [a.mean[M.VAL_ACC] for a in runs.values()], accuracy=True)
+    keep_in_view(axes[1], [a.mean[M.LOSS] for a in runs.values()], accuracy=False)
     axes[0].set_title("validation accuracy (dashed: smoothed, as the plateau rule sees it)")
     axes[0].legend(fontsize=6.5, loc="lower right")
     axes[1].set_title(TITLES[M.LOSS])

@@ -2,7 +2,11 @@
 composed from the pure aggregation and the plotting module.
 
 A report is `report(results, out_dir, study)` where `results` maps each stage's
-name to its RunRecords.
+name to its RunRecords. It returns {"summary": its table, "figures": [(png path,
+caption), ...]} and optionally "folded" [(heading, [(png path, caption)])], "tables"
+[(DataFrame, caption)] and "notes" [text]:
+what results/document.py adds to the report page beside what it builds for
+every study.
 """
 from __future__ import annotations
 
@@ -13,14 +17,14 @@ import numpy as np
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.io import save_weights, write_csv, write_json, write_pickle
-from results.plots import plot_comparison, plot_first_layer, plot_schedules
+from results.plots import BAND, plot_comparison, plot_first_layer, plot_schedules
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 
 
 def part3_report(results: dict, out: Path, study) -> dict:
     aggs = aggregate_groups(results["train"], select=study.select)
-    extra = {}
+    extra, weights = {}, []
     for name, a in aggs.items():
         extra[name] = {"arch": a.runs[0].config["arch"]}
         write_pickle(out / f"part3_{name}.pkl", {
@@ -31,15 +35,24 @@ def part3_report(results: dict, out: Path, study) -> dict:
             "test_acc": float(a.test_accs.max()),
             "weights": a.best.first_layer,
         })
-        save_weights(out / "best" / f"{name}.pt", a.best.state_dict, a.best.config)
+        if a.best.weights is not None:  # None when re-reported from records.pkl: the sweep's file stays
+            # read from its checkpoint now; its config beside it, for `evaluate`
+            save_weights(out / "best" / f"{name}.pt", a.best.state_dict(), a.best.config)
         plot_first_layer(a.best.first_layer, f"{name} (best of {a.n}, test {a.test_accs.max():.3f})",
                          out / f"weights_{name}.png")
+        weights.append((out / f"weights_{name}.png",
+                        f"{name}: first-layer weights of the best of {a.n} runs (by {study.select}), each "
+                        f"unit or filter scaled to its own range"))
     table = summary_table(aggs, extra)
     write_csv(out / "summary.csv", table)
     write_csv(out / "curves.csv", curves_table(aggs))
     plot_comparison(aggs, [M.LOSS, M.TRAIN_ACC, M.VAL_ACC], out / "compare.png",
-                    title=f"{study.name}: mean +- std over repeats")
-    return {"summary": table}
+                    title=f"{study.name}: {BAND} over repeats")
+    curves = (out / "compare.png", f"Training loss, training and validation accuracy against optimizer "
+                                   f"steps ({BAND} over repeats); test accuracy per architecture "
+                                   f"(bars: mean and its 95% interval; dash: the best run)")
+    return {"summary": table, "figures": [curves],
+            "folded": [("First-layer weights of each architecture's best run", weights)]}
 
 
 def part4_report(results: dict, out: Path, study) -> dict:
@@ -47,7 +60,7 @@ def part4_report(results: dict, out: Path, study) -> dict:
     side by side); summary.csv and curves.csv (means with std and n) for all groups."""
     aggs = aggregate_groups(results["train"], select=study.select)
     pairs: dict[str, dict] = {}   # arch -> {activation: GroupAggregate}
-    extra = {}
+    extra, figures = {}, []
     for name, a in aggs.items():
         cfg = a.runs[0].config
         pairs.setdefault(cfg["arch"], {})[cfg["activation"]] = a
@@ -71,11 +84,14 @@ def part4_report(results: dict, out: Path, study) -> dict:
         lr = next(iter(by_act.values())).runs[0].config["lr"]
         plot_comparison(by_act, [M.LOSS, M.GRAD_NORM], out / f"part4_{arch}.png", test_bars=False,
                         title=f"{arch}: ReLU vs sigmoid, SGD lr {lr}"
-                              + (f", mean +- std over {n} repeats" if n > 1 else ""))
+                              + (f", {BAND} over {n} repeats" if n > 1 else ""))
+        figures.append((out / f"part4_{arch}.png",
+                        f"{arch}: ReLU against sigmoid, training loss and the first layer's gradient norm "
+                        f"(log scale) against optimizer steps" + (f"; {BAND} over {n} repeats" if n > 1 else "")))
     table = summary_table(aggs, extra)
     write_csv(out / "summary.csv", table)
     write_csv(out / "curves.csv", curves_table(aggs))
-    return {"summary": table}
+    return {"summary": table, "figures": figures}
 
 
 
@@ -140,7 +156,14 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
         "first": plateau_summary(first, f"{high_label} validation curve (mean over repeats)"),
         "second": plateau_summary(second, "one_switch validation curve after e1 (mean over repeats)"),
     })
-    return {"summary": table, "comparison": compare}
+    figures = [(out / f"part5_{arch}_rates.png", f"SGD at constant learning rates: training loss and validation "
+                                                 f"accuracy against steps ({BAND} over repeats)"),
+               (out / f"part5_{arch}_schedules.png",
+                f"The schedules against epochs, with the plateaus they were derived from: the {high_label} "
+                f"run's validation curve stops rising at epoch {first.last_improvement:.2f} (switch at "
+                f"e1={e1}), the one-switch run's at {second.last_improvement:.2f} (e2={e2}); {BAND}")]
+    return {"summary": table, "comparison": compare, "figures": figures,
+            "tables": [(compare, "Two switches against Adam (schedule_vs_adam.csv)")]}
 
 
 def describe_schedule(cfg: dict) -> str:
@@ -176,7 +199,9 @@ def variants_report(results: dict, out: Path, study) -> dict:
             path = out / f"{f.name}.png"
             plot_comparison(chosen, f.metrics, path, test_bars=False, title=f.title, x=M.EPOCH, log=f.log,
                             overlay=f.overlay)
-            figures.append((path, f.title))
+            many = max(len(a.runs) for a in chosen.values()) > 1
+            figures.append((path, f"{f.title}. Against epochs; " + (f"{BAND} over repeats." if many else
+                                                                    "one run a group (repeats=N adds bands).")))
     return {"summary": table, "figures": figures}
 
 

@@ -28,5 +28,7 @@ STUDY = Study(
     quick=(("repeats", 2), ("epochs", 1), ("train_subset", 5000), ("val_subset", 1000),
            ("test_subset", 2000), ("train_eval_size", 1000), ("record_every", 20)),
     report=part3_report,
+    # The simplest model: each comparison says what an architecture gains over one hidden layer.
+    reference="mlp_1",
     select=M.TEST_ACC,  # the assignment keeps the run with the best test accuracy
 )

@@ -28,4 +28,5 @@ STUDY = Study(
     quick=(("epochs", 1), ("train_subset", 5000), ("val_subset", 1000), ("test_subset", 2000),
            ("train_eval_size", 1000), ("record_every", 20)),
     report=part4_report,
+    reference="activation=relu",   # each sigmoid group against the ReLU group of its architecture
 )

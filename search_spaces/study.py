@@ -116,7 +116,9 @@ class Study:
     # What picks a group's best run (its final record's value). Validation accuracy: the
     # test set is scored to report, never to choose, unless an assignment says otherwise.
     select: str = M.VAL_ACC
-    reference: str = ""           # the group the reports compare every other group with
+    # What the report compares each group with: a group's name (every other group against it),
+    # or "key=value" (each group against the one with that setting, otherwise the same).
+    reference: str = ""
     figures: tuple = ()           # (Figure, ...) the report draws besides its tables
     # ((name, fn(study, raw value) -> Study), ...): keys of this study alone, applied after
     # the config overrides of the same call (elec5307's `sid` keeps the families it assigns).

@@ -1,8 +1,11 @@
 """Shared fixtures: the real CIFAR-10 copy (../shared/data in CI), small
-prepared subsets, and one local Ray for the tests that need it."""
+prepared subsets, one local Ray for the tests that need it, and one finished
+quick sweep of part3 and of hw2 that several test modules read."""
 from __future__ import annotations
 
+import io
 import os
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,30 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def finished_sweep(argv: list[str], out: Path) -> tuple[Path, str]:
+    """(out, what the sweep printed) of a sweep run in-process through the command line."""
+    from orchestrator.cli import main
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        code = main(argv + ["--out", str(out), "--quiet"])
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def part3_sweep(ray_local, data_dir, tmp_path_factory):
+    """part3 --quick at TINY sizes, two architectures x two seeds."""
+    overrides = [f"{k}={v}" for k, v in TINY.items()] + ["archs=mlp_1,cnn_5", "repeats=2"]
+    return finished_sweep(["sweep", "part3", "--quick", "--data-dir", str(data_dir), *overrides],
+                          tmp_path_factory.mktemp("sweeps") / "part3")
+
+
+@pytest.fixture(scope="session")
+def hw2_sweep(ray_local, data_dir, tmp_path_factory):
+    """hw2 --quick on 400 training images for 2 epochs (batch 1000: one step an epoch); lr=10 diverges."""
+    sizes = {**{k: SIZES[k] for k in ("val_subset", "test_subset", "train_eval_size")},
+             "epochs": 2, "train_subset": 400}
+    return finished_sweep(["sweep", "hw2", "--quick", "--data-dir", str(data_dir),
+                           *[f"{k}={v}" for k, v in sizes.items()]], tmp_path_factory.mktemp("sweeps") / "hw2")

@@ -51,8 +51,8 @@ def test_rows_do_the_same_work_and_the_table_shows_them(study, data_dir):
 def test_a_timed_subset_of_baseline_runs_is_scaled(study, data_dir, monkeypatch):
     calls = []
 
-    def fake(data_root, **kw):
-        calls.append(kw["seed"])
+    def fake(data_root, cfg, **kw):
+        calls.append(cfg.train.seed)
         return {"steps": 10, "records": [{}, {}], "evaluated_images": 1000, "test_acc": 0.5}
     import benchmarks.baseline
     monkeypatch.setattr(benchmarks.baseline, "run_baseline", fake)
@@ -72,3 +72,19 @@ def test_trial_phase_is_first_start_to_last_end(tmp_path):
     row = B.Row("sweep", "4 Ray Tune sweep", wall_s=16.0, busy=15.0 / 32, extra=phase)
     assert B.comparisons([row]) == ["4 Ray Tune sweep: utilisation 0.47 of its wall, 0.75 from its first "
                                     "trial's start to its last trial's end (10.0 s; 6.0 s outside it)"]
+
+
+def test_the_hw2_rows_run_the_tutorials_recipe(data_dir):
+    study = B.bench_study("quick", 150, 2, None, name="hw2")
+    cfgs = [t.config for t in B.study_trials(study)]
+    assert [(c.model.arch, c.train.batch_size, c.train.optimizer, c.train.base_lr, c.data.normalize, c.train.seed)
+            for c in cfgs] == [("tutorial", 4, "sgd:momentum=0.9", 0.001, "half", s) for s in (0, 1)]
+    assert cfgs[0].work() == (150, 1, 500 + 500 + 1000 + 1000)  # one record: sample, val, test; then test
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [B.row_baseline(study, data_dir, None, CPU), B.row_train(study, data_dir, CPU)]
+    finally:
+        torch.set_num_threads(threads)
+    for row in rows:
+        assert (row.runs, row.steps, row.images) == (2, 300, 2 * 3000) and row.note == "", row.name

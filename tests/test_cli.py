@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY
+from conftest import ROOT
 from orchestrator.cli import main
 from workloads import metrics as M
 
@@ -63,11 +63,13 @@ def test_entry_point_dry_run():
 
 
 @pytest.mark.slow
-def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path, capsys):
-    out = tmp_path / "part3"
-    overrides = [f"{k}={v}" for k, v in TINY.items()] + ["archs=mlp_1,cnn_5", "repeats=2"]
-    assert main(["sweep", "part3", "--quick", "--data-dir", str(data_dir), "--out", str(out),
-                 "--quiet", *overrides]) == 0
+def test_quick_sweep_end_to_end(part3_sweep, data_dir, capsys):
+    out, printed = part3_sweep  # conftest: TINY sizes, archs=mlp_1,cnn_5, repeats=2
+    # The last lines are the project's: test accuracy per group, what finished, where the report is.
+    lines = printed.splitlines()
+    assert lines[-3] == "finished: 4 of 4 runs" and lines[-1] == f"results in {out}"
+    assert lines[-2].startswith(f"report: {out / 'report.html'} and report.md (written in ")
+    assert lines[0].split() == ["group", "n", "test", "acc", "its", "95%", "CI", "best"], lines
     shapes = {"mlp_1": (32, 1024), "cnn_5": (8, 1, 3, 3)}
     for name, shape in shapes.items():
         with open(out / f"part3_{name}.pkl", "rb") as f:

@@ -3,8 +3,6 @@ and a quick sweep through Ray Tune whose lr=10 run diverges without failing the 
 import pandas as pd
 import pytest
 
-from conftest import SIZES
-from orchestrator.cli import main
 from search_spaces import get_study
 from search_spaces.study import plan_runs
 from workloads import metrics as M
@@ -43,13 +41,8 @@ def test_the_base_trains_once_for_every_group_that_names_it():
 
 
 @pytest.mark.slow
-def test_quick_sweep_reports_every_question_and_the_divergence(ray_local, data_dir, tmp_path, capsys):
-    out = tmp_path / "hw2"
-    sizes = {**{k: SIZES[k] for k in ("val_subset", "test_subset", "train_eval_size")},
-             "epochs": 2, "train_subset": 400}  # batch 1000: 1 step an epoch
-    assert main(["sweep", "hw2", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
-                 *[f"{k}={v}" for k, v in sizes.items()]]) == 0
-    printed = capsys.readouterr().out
+def test_quick_sweep_reports_every_question_and_the_divergence(hw2_sweep):
+    out, printed = hw2_sweep  # conftest: 400 training images, 2 epochs
     assert "diverged: lr_10_r0 (step " in printed
     summary = pd.read_csv(out / "summary.csv").set_index("group")
     assert list(summary.index) == GROUPS

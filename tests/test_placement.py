@@ -103,7 +103,8 @@ def test_quarter_gpus_run_four_trials_per_gpu(data_dir, raw, tmp_path):
     processes, which start a second or two apart, overlap). CPUs are not the limit."""
     out, log = tmp_path / "sweep", tmp_path / "sweep.log"
     overrides = {**TINY, "archs": "mlp_1", "repeats": 5}
-    args = ["sweep", "part3", "--quick", "--quiet", "--out", str(out), "--data-dir", str(data_dir),
+    # -v: the trials' own log lines reach the driver's output only then
+    args = ["sweep", "part3", "--quick", "-v", "--out", str(out), "--data-dir", str(data_dir),
             "--num-cpus", "2", "--num-gpus", "1", "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.25",
             *[f"{k}={v}" for k, v in overrides.items()]]
     with private_ray_tmp("rp") as ray_tmp:
@@ -116,6 +117,7 @@ def test_quarter_gpus_run_four_trials_per_gpu(data_dir, raw, tmp_path):
     # This torch has no CUDA: each trial process says so once, then trains on the CPU.
     assert (t["device"] == "cpu").all()
     assert log.read_text().count(NO_CUDA) == t["pid"].nunique() >= 4
+    assert log.read_text().count("5 trials were given a GPU but their torch has no CUDA") == 1
     # What each holds: its own data set, at its subset sizes.
     data = prepare(DataConfig(**{k: v for k, v in TINY.items() if k in DataConfig.__dataclass_fields__}),
                    raw)

@@ -18,7 +18,7 @@ from cluster_utils import (OVERRIDES, ROOT, SWEEP, TRIALS, assert_same_results, 
 from conftest import TINY, timeless
 from orchestrator.cli import main
 from orchestrator.driver import Options, experiment_path, restorable
-from orchestrator.trainable import FAULT_ENV, STALLED, STATE_FILE, load_state
+from orchestrator.trainable import FAULT_ENV, META_FILE, STALLED, STATE_FILE, load_state, split_state
 from results.io import write_pickle
 from workloads.config import ConfigError, TrialConfig
 from workloads.train import train
@@ -65,7 +65,9 @@ def test_training_resumes_exactly_from_every_checkpoint_file(tiny_data, tmp_path
         if state is not None:
             folders.append(tmp_path / f"ckpt{len(folders)}")
             folders[-1].mkdir()
-            torch.save(state, folders[-1] / STATE_FILE)
+            meta, heavy = split_state(state)  # the trainable's own two files
+            torch.save(meta, folders[-1] / META_FILE)
+            torch.save(heavy, folders[-1] / STATE_FILE)
 
     full = train(cfg, tiny_data, CPU, report=save)
     assert [r["step"] for r in full.records] == [5, 10, 15, 20] and len(folders) == 5
@@ -187,7 +189,8 @@ def _umask() -> int:
 PACKAGES = ("orchestrator", "workloads", "search_spaces", "results")
 WRITERS = {"to_csv", "savefig", "write_text", "write_bytes", "dump", "save", "imsave"}
 ALLOWED = {"results/io.py",             # the atomic writers themselves
-           "orchestrator/trainable.py"}  # a checkpoint staged in a temp folder; Tune copies it
+           "orchestrator/trainable.py",  # a checkpoint staged in a temp folder; Tune copies it
+           "orchestrator/coordinate.py"}  # the searcher's state, into the file Tune names and stages
 
 
 def test_every_output_goes_through_results_io():

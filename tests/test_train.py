@@ -155,4 +155,4 @@ def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
         assert got.curves[M.STEP].tolist() == [r[M.STEP] for r in alone.records]
         assert got.curves[M.VAL_ACC].tolist() == [r[M.VAL_ACC] for r in alone.records]
         assert got.config["epochs"] == t.config.train.epochs and got.config["snapshot_epochs"] == ()
-        assert (got.state_dict is None) == (t.config.train.epochs < 4)
+        assert (got.weights is None) == (t.config.train.epochs < 4)

@@ -21,6 +21,7 @@ its curves kept up to its last record, and no test accuracy (NaN).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
@@ -101,7 +102,9 @@ class Accel:
             raise ConfigError(f"compile={self.compile!r}: choose '', default, reduce-overhead or max-autotune")
 
     def autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
+        if self.precision == "float32":
+            return contextlib.nullcontext()  # entering a disabled autocast costs microseconds a step
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def memory_format(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
@@ -124,15 +127,23 @@ def eval_batch(cfg: TrainConfig, device: torch.device) -> int:
     return cfg.eval_batch_size or EVAL_BATCH.get(device.type, 250)
 
 
+def schedule(cfg: TrainConfig) -> Callable[[int, int, int], float]:
+    """rate(epoch, step, steps_per_epoch): the rate of the step after `step` steps, in
+    `epoch`: the base rate (lr_schedule's pairs) times the scheduler's factor. The specs
+    are parsed here once, not at every step."""
+    base, pairs, spec = cfg.base_lr, cfg.lr_schedule, SCHEDULERS.parse(cfg.scheduler)
+
+    def rate(epoch: int, step: int, steps_per_epoch: int) -> float:
+        lr = base
+        for start, value in pairs:
+            if epoch >= start:
+                lr = value
+        return lr * spec.entry.fn(epoch, step, steps_per_epoch, cfg.epochs, **spec.params)
+    return rate
+
+
 def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
-    """The rate of the step after `step` steps, in `epoch`: the base rate (lr_schedule's
-    pairs) times the scheduler's factor."""
-    lr = cfg.base_lr
-    for start, value in cfg.lr_schedule:
-        if epoch >= start:
-            lr = value
-    spec = SCHEDULERS.parse(cfg.scheduler)
-    return lr * spec.entry.fn(epoch, step, steps_per_epoch, cfg.epochs, **spec.params)
+    return schedule(cfg)(epoch, step, steps_per_epoch)
 
 
 def param_groups(named: list, cfg: TrainConfig) -> list[dict]:
@@ -219,7 +230,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     models = members(cfgs, tuple(cfg.data.in_shape), device, d.train_x.dtype)
     optimizer = build_optimizer(OPTIMIZERS.parse(tc.optimizer), param_groups(models.named(), tc),
                                 tc.base_lr, tc.weight_decay)
-    loss_spec = LOSSES.parse(tc.loss)
+    loss_spec, rate = LOSSES.parse(tc.loss), schedule(tc)
 
     def loss_fn(logits, y, reduction="mean"):
         return loss_spec.entry.fn(logits, y, reduction, **loss_spec.params)
@@ -306,7 +317,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             perms = torch.stack([torch.randperm(n, generator=o) for o in orders]).to(device)
         while batch < spe:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(tc, epoch, step, spe)
+                group["lr"] = rate(epoch, step, spe)
             idx = perms[:, batch * tc.batch_size:(batch + 1) * tc.batch_size]  # (K, B)
             x, y = d.train_x[idx], d.train_y[idx]  # (K, B, C, H, W), (K, B)
             if transforms_batch:
@@ -355,8 +366,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         weights, first = models.weights(k)
         outcomes.append(Outcome(final[M.TEST_ACC], records[k], weights, first, status, final))
     if report is not None:  # the final states carry the final metrics, for whoever collects them
-        report(finals, [dict(state, final=final, first_key=models.first_key)
-                        for state, final in zip(states(), finals)])
+        report(finals, [dict(state, final=final, first_layer=outcome.first_layer)
+                        for state, final, outcome in zip(states(), finals, outcomes)])
     return outcomes
 
 

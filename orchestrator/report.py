@@ -1,0 +1,115 @@
+"""A run folder's report and the comparison of two run folders, without Ray.
+
+    python -m orchestrator report runs/part3/20261123-141500          # report.html, report.md again
+    python -m orchestrator compare runs/part3/before runs/part3/after  # per group: B minus A
+
+The driver saves every stage's RunRecords (weights aside, first-layer weights
+kept: they are small and part3 draws them) to records.pkl as the stage ends,
+and writes the report when the sweep ends. `report RUN` runs the same code on
+the saved records: the study's report function (its pickles, CSVs and figures,
+drawn again; the best models' .pt files stay as the sweep wrote them, since
+records.pkl keeps no full weights) and then results/document.py's page.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from results.aggregate import aggregate_groups
+from results.comparisons import between_runs
+from results.document import study_document, versus_table
+from results.html import write_report
+from results.io import write_pickle
+from workloads.config import ConfigError
+
+RECORDS_FILE = "records.pkl"    # {"results": {stage: [RunRecord]}, "failed": [driver.failures()]}
+SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume and `report` rebuild the same study
+DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
+
+
+def save_records(out: Path, results: dict, failed=()) -> None:
+    # weights: a loader of the Tune checkpoint, which a report needs only for best/*.pt
+    stripped = {stage: [replace(r, weights=None) for r in recs] for stage, recs in results.items()}
+    write_pickle(out / RECORDS_FILE, {"results": stripped, "failed": list(failed)})
+
+
+def write_study_report(study, results: dict, out: Path, provenance: dict, failed=(),
+                       unfinished: str = "") -> tuple[dict, float]:
+    """The study's own outputs (unless the sweep is unfinished: its report function expects
+    every stage), then report.html and report.md. Returns what the study's report function
+    returned and the seconds all of it took."""
+    started = time.perf_counter()
+    extras = study.report(results, out, study) if study.report and not unfinished else {}
+    write_report(study_document(study, results, extras, provenance, failed, unfinished), out)
+    return extras, time.perf_counter() - started
+
+
+def report_unfinished(study, results: dict, out: Path, provenance: dict, failed: list, why: str) -> None:
+    """records.pkl and a report of what a failed sweep had; no provenance.json, so that
+    `sweep --resume` still finishes it."""
+    save_records(out, results, failed)
+    try:
+        write_study_report(study, results, out, provenance, failed, unfinished=why)
+    except Exception as e:  # the failure is the news: a report that cannot be drawn must not hide it
+        print(f"[{study.name}] no partial report: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def finished_run(folder: str | Path) -> tuple[Path, dict, dict]:
+    """(folder, sweep.json, provenance.json) of a finished sweep; else ConfigError in one line."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such run folder")
+    if not (folder / SWEEP_FILE).is_file():
+        raise ConfigError(f"{folder}: not a sweep's folder (no {SWEEP_FILE})")
+    if not (folder / DONE_FILE).is_file():
+        raise ConfigError(f"{folder}: the sweep has not finished (no {DONE_FILE}); "
+                          f"finish it with `sweep STUDY --resume --out {folder}`")
+    if not (folder / RECORDS_FILE).is_file():
+        raise ConfigError(f"{folder}: no {RECORDS_FILE} (an older sweep); `sweep STUDY --resume --out {folder}` "
+                          f"reports it again and writes one")
+    return folder, json.loads((folder / SWEEP_FILE).read_text()), json.loads((folder / DONE_FILE).read_text())
+
+
+def load_records(folder: Path) -> tuple[dict, list]:
+    with open(folder / RECORDS_FILE, "rb") as f:
+        saved = pickle.load(f)
+    return saved["results"], saved["failed"]
+
+
+def rewrite(study, folder: Path, provenance: dict, argv: list) -> tuple[Path, float]:
+    """report.html/.md (and the study's own outputs) again from a finished folder."""
+    from orchestrator.provenance import code_version, iso
+    results, failed = load_records(folder)
+    again = {**provenance, "report": {"written": iso(time.time()), "argv": argv, "code_version": code_version()}}
+    _, seconds = write_study_report(study, results, folder, again, failed)
+    return folder / "report.html", seconds
+
+
+def compare_lines(run_a: tuple, run_b: tuple, select: str) -> list[str]:
+    """Per group of both runs (finished_run's tuples): B's test accuracy minus A's with its
+    interval and p-values; the groups only one run has; settings that differ between them."""
+    aggs, lines = [], []
+    for name, (folder, sweep, prov) in (("A", run_a), ("B", run_b)):
+        results, _ = load_records(folder)
+        aggs.append(aggregate_groups([r for recs in results.values() for r in recs], select=select))
+        asked = " ".join(["--quick"] * bool(sweep.get("quick")) + list(sweep.get("overrides", [])))
+        lines.append(f"{name} = {folder}: {sweep['study']} {asked}".rstrip()
+                     + f" (code {prov.get('code_version', '?')}, finished {prov.get('finished', '?')})")
+    rows, only_a, only_b = between_runs(*aggs)
+    for g in (r.variant for r in rows):
+        a, b = (x[g].runs[0].config for x in aggs)
+        differ = [f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if k != "seed" and a.get(k) != b.get(k)]
+        if differ:
+            lines.append(f"settings differ in {g}: " + ", ".join(differ))
+    if rows:
+        table = versus_table(rows, reference="in").drop(columns="in")
+        table = table.rename(columns={"difference": "B - A", "n": "n (B vs A)"})
+        lines += ["test accuracy, run B minus run A (Welch's 95% interval and t-test, Holm over the groups):",
+                  table.astype(str).to_string(index=False).replace("\u00a0", " ")]
+    lines.append("only in A: " + (", ".join(only_a) or "none"))
+    lines.append("only in B: " + (", ".join(only_b) or "none"))
+    return lines
