@@ -318,9 +318,10 @@ def cmd_data(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """The role of the course's project1.py: one line with the test accuracy of saved weights."""
-    from workloads.saved import load_weights, test_accuracy
+    from workloads.saved import build, load_weights, test_accuracy
     cfg, state = load_weights(Path(args.weights))  # bad files: one line, before the data is read
-    acc, n = test_accuracy(cfg, state, load_cifar10(resolve_data_dir(args.data_dir)))
+    model = build(cfg, state)                      # so are weights that do not fit the model
+    acc, n = test_accuracy(cfg, model, load_cifar10(resolve_data_dir(args.data_dir)))
     print(f"{args.weights}: test accuracy {acc:.4f} on {n} images ({cfg.model.arch}, eval_view {cfg.data.eval_view})")
     return 0
 

@@ -4,7 +4,7 @@ CIFAR-10's test split, evaluated the way its run evaluated (normalisation, resiz
 test-time view).
 
     cfg, state = load_weights(Path("runs/elec5307/<run>/baseline.pt"))
-    acc, n = test_accuracy(cfg, state, load_cifar10(root))
+    acc, n = test_accuracy(cfg, build(cfg, state), load_cifar10(root))
 
 Every way the files can be wrong is one line (ConfigError): a missing file, a file that
 is not weights, a configuration that is not one, weights that do not fit its model.
@@ -65,9 +65,8 @@ def build(cfg: TrialConfig, state: dict) -> Single:
     return model
 
 
-def test_accuracy(cfg: TrialConfig, state: dict, raw: RawCifar) -> tuple[float, int]:
-    """(accuracy, images) of the weights on the whole test split, on the CPU."""
-    model = build(cfg, state)
+def test_accuracy(cfg: TrialConfig, model: Single, raw: RawCifar) -> tuple[float, int]:
+    """(accuracy, images) of a built model on the whole test split, on the CPU."""
     d = cfg.data
     x = torch.from_numpy(preprocess(raw.test_x, d.grayscale, d.normalize))
     y = torch.from_numpy(raw.test_y)
