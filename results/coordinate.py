@@ -58,7 +58,8 @@ def path_table(history: list[dict], final=None) -> pd.DataFrame:
         rows.append({"step": len(history) + 1, "setting": "final", "kept": "the search's best, new seeds",
                      "val_acc_mean": float(val.mean()) if len(val) else None,
                      "val_acc_std": float(val.std(ddof=1)) if len(val) > 1 else None, "n": final.n,
-                     "test_acc_mean": final.test_mean, "test_acc_std": final.test_std, "test_n": final.n_test})
+                     "trained": len(final.runs), "test_acc_mean": final.test_mean, "test_acc_std": final.test_std,
+                     "test_n": final.n_test})
     return pd.DataFrame(rows)
 
 
@@ -84,8 +85,11 @@ def coordinate_report(results: dict, out: Path, study) -> dict:
     figure = out / "path.png"
     title = (f"{study.name}: validation accuracy along the path of choices "
              f"(mean +- std over {study.repeats} repeat(s))")
-    plot_search_path(search.history, (final.test_mean, final.test_std, final.n_test), figure, title)
+    last = path.iloc[-1]
+    plot_search_path(search.history, (last["val_acc_mean"], last["val_acc_std"], final.test_mean, final.test_std,
+                                      final.n), figure, title)
     caption = ("Each setting's values (grey, mean +- std of validation accuracy), the value kept (colour) "
-               "and the path through them; the final configuration's test accuracy on new seeds (star).")
+               "and the path through them; the final configuration on new seeds: its validation accuracy "
+               "(circle) and its test accuracy (star), the study's only test-set score.")
     return {"summary": path, "steps": steps, "final": table, "figures": [(figure, caption)],
             "best_changes": describe(changes)}

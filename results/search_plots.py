@@ -3,7 +3,7 @@ model's training loss spans over learning rates (the loss landscape), and the pa
 a one-setting-at-a-time search.
 
     plot_loss_band({"VGG-A": band, "VGG-A + BN": band_bn}, out / "landscape.png", title)
-    plot_search_path(records.history, (test_mean, test_std, n), out / "path.png", title)
+    plot_search_path(records.history, (val_mean, val_std, test_mean, test_std, n), out / "path.png", title)
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def plot_loss_band(bands: dict, path: Path, title: str = "", smooth: int = 1) ->
 def plot_search_path(history: list[dict], final: tuple, path: Path, title: str = "") -> None:
     """Per setting (x, in order): every value's validation mean +- std (grey), the value
     kept (colour, labelled, red when it replaced the one before) and the path through the
-    kept values; `final` = (test mean, std, n) of the final runs, a star at the end."""
+    kept values; `final` = (validation mean, std, test mean, std, n) of the final runs: a
+    circle and a star at the end."""
     fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(history) + 3), 5))
     path_x, path_y = [], []
     for x, step in enumerate(history):
@@ -69,9 +70,12 @@ def plot_search_path(history: list[dict], final: tuple, path: Path, title: str =
     ax.plot(path_x, path_y, "-", color="tab:blue", lw=1, alpha=0.7, label="value kept (validation)")
     ax.plot([], [], "o", color="tab:red", label="kept, replacing the one before")
     ax.plot([], [], ".", color="grey", label="other values (validation)")
-    mean, std, n = final
+    val, val_std, mean, std, n = final
+    if val is not None:
+        ax.errorbar(len(history) - 0.12, val, yerr=val_std or 0.0, fmt="o", mfc="white", color="black", ms=7,
+                    capsize=3, label=f"final configuration: validation accuracy (n={n}, new seeds)")
     if mean is not None:
-        ax.errorbar(len(history), mean, yerr=std or 0.0, fmt="*", color="black", ms=12, capsize=3,
+        ax.errorbar(len(history) + 0.12, mean, yerr=std or 0.0, fmt="*", color="black", ms=12, capsize=3,
                     label=f"final configuration: test accuracy (n={n}, new seeds)")
     ax.set_xticks(range(len(history) + 1), [s["step"] for s in history] + ["final"], rotation=40, ha="right")
     ax.set_ylabel("accuracy")

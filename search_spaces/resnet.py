@@ -122,8 +122,8 @@ STUDY = Study(
     ),
     base=BASE,
     repeats=3,
-    # Every stage at 1/8 width on 1,024 training images (8 steps of 128), one epoch.
-    quick=(("repeats", 2), ("epochs", 1), ("width", 0.125), ("train_subset", 1024), ("val_subset", 250),
+    # Every stage at 1/8 width on 512 training images (4 steps of 128), two epochs: curves of two points.
+    quick=(("repeats", 2), ("epochs", 2), ("width", 0.125), ("train_subset", 512), ("val_subset", 250),
            ("test_subset", 250), ("train_eval_size", 100)),
     report=resnet_report,
     figures=FIGURES,

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 
+from orchestrator.cli import main
 from orchestrator.search_stage import make_searcher, replay
 from results.aggregate import RunRecord
 from search_spaces import get_study
@@ -160,3 +161,93 @@ def test_search_stages_are_checked():
     study = get_study("coordinate")
     with pytest.raises(ConfigError, match="asks for its trials as it runs"):
         study.stage_trials(study.stages[0], {})
+
+
+# --- quick sweeps through the command line ------------------------------------------------
+
+SIZES = {"train_subset": "200", "val_subset": "200", "test_subset": "200"}
+
+
+def small_study():
+    """The quick study cut to four settings of two values (one computed from the current
+    best, one a data setting), so that a sweep takes seconds."""
+    study = get_study("coordinate")
+    search, final = study.stages
+    settings = {s.name: s for s in search.search.settings}
+    keep = [("batch_size", ("4", "8")), ("depth", ("conv2_fc2", "conv2_fc1")), ("lr", ("x1", "x2")),
+            ("normalize", ("half", "dataset"))]
+    cut = tuple(replace(settings[name], values=tuple(v for v in settings[name].values if v[0] in labels))
+                for name, labels in keep)
+    return replace(study, stages=(replace(search, search=replace(search.search, settings=cut)), final))
+
+
+@pytest.fixture
+def small(monkeypatch):
+    import orchestrator.cli
+    study = small_study()
+    monkeypatch.setattr(orchestrator.cli, "get_study", lambda name: study)
+
+
+def sweep(out, data_dir, *extra):
+    return main(["sweep", "coordinate", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
+                 *[f"{k}={v}" for k, v in SIZES.items()], *extra])
+
+
+@pytest.mark.slow
+def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local, data_dir, tmp_path, small):
+    out = tmp_path / "coordinate"
+    assert sweep(out, data_dir, "repeats=2") == 0
+    steps, path = pd.read_csv(out / "steps.csv", dtype={"value": str}), pd.read_csv(out / "path.csv")
+    assert list(path["setting"]) == ["batch_size", "depth", "lr", "normalize", "final"]
+    assert steps.groupby("setting", sort=False)["value"].apply(list).to_dict() == {
+        "batch_size": ["4", "8"], "depth": ["conv2_fc2", "conv2_fc1"], "lr": ["x1", "x2"],
+        "normalize": ["half", "dataset"]}
+    assert (steps.groupby("step")["chosen"].sum() == 1).all() and (steps["n"] == 2).all()
+    assert steps["val_acc_mean"].between(0, 1).all() and steps["val_acc_std"].notna().all()
+    # The incumbent of every setting after the first is reused, not trained again.
+    assert steps[steps.step > 1].groupby("step")["reused"].sum().tolist() == [1, 1, 1]
+    assert path["trained"].tolist() == [2, 1, 1, 1, 2]
+    trials = pd.read_csv(out / "trials.csv")
+    search, final = trials[trials.stage == "search"], trials[trials.stage == "final"]
+    assert len(search) == 10 and search["test_acc"].isna().all()  # never touched the test set
+    assert len(final) == 2 and final["test_acc"].between(0, 1).all()
+    last = path.iloc[-1]
+    assert last["n"] == 2 and last["test_n"] == 2 and 0 <= last["test_acc_mean"] <= 1
+    assert path.iloc[:-1]["test_acc_mean"].isna().all()  # not scored: empty, never 0
+    import json
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["chosen_on"].startswith("validation") and best["test_acc"]["n"] == 2
+    assert (out / "path.png").stat().st_size > 20000
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_continues_with_resume(ray_local, data_dir, tmp_path, small):
+    """Interrupt the sweep (SIGUSR1, as Ctrl-C) once the first setting's trials are done;
+    --resume finishes the search without running any finished trial again."""
+    out = tmp_path / "coordinate"
+
+    def finished() -> list:
+        return [p for p in (out / "search").glob("*/result.json") if '"done_training": 1' in p.read_text()]
+
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline and len(finished()) < 2:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
+    try:
+        threading.Thread(target=watch, daemon=True).start()
+        assert sweep(out, data_dir, "repeats=1") == 1  # the search was interrupted: exit 1, --resume
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    done = {p.parent.name: p.read_text() for p in finished()}
+    assert 2 <= len(done) < 5 and not (out / "path.csv").exists()
+    assert main(["sweep", "coordinate", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
+    for name, text in done.items():  # finished trials were not run again
+        assert (out / "search" / name / "result.json").read_text() == text, name
+    folders = [p.name.rsplit("_", 1)[0] for p in (out / "search").iterdir() if (p / "result.json").exists()]
+    assert len(folders) == len(set(folders)) == 5  # each config asked for once: base + one value a setting
+    path = pd.read_csv(out / "path.csv")
+    assert list(path["setting"]) == ["batch_size", "depth", "lr", "normalize", "final"]
+    assert path.iloc[-1]["test_n"] == 1
