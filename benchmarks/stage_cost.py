@@ -6,7 +6,7 @@ then project every run's steps and evaluated images (TrialConfig.work()).
     PYTHONPATH=. python -m benchmarks.stage_cost resnet coordinate --threads 1,2
 
 A search stage is projected from its base config times the most trials it can ask for
-(values change the cost: an upper-bound-ish guide). Measured steps follow one warm-up
+(its values change the cost: a guide, not a bound). Measured steps follow one warm-up
 step; the median is kept. Other processes on the machine slow every figure down: the
 load average is printed beside them.
 """
@@ -77,7 +77,9 @@ def main() -> None:
                 continue
             hours = {t: 0.0 for t in threads}
             for cfg in runs:
-                key = (cfg.model, cfg.data.in_shape, cfg.train.batch_size, cfg.train.optimizer, cfg.data.augment)
+                # What sets the cost: the layers and the batch (activation, init and optimizer
+                # change it by a few percent, far less than other processes on a shared machine).
+                key = (cfg.model.arch, cfg.model.spec, cfg.model.width, cfg.data.in_shape, cfg.train.batch_size)
                 for t in threads:
                     if (key, t) not in cache:
                         torch.set_num_threads(t)

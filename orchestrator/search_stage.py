@@ -7,9 +7,11 @@
 A trial is a run like any other (the same trainable, checkpoints and RunRecords):
 its group is SETTING=VALUE (`batch_size=6`, `lr=current`), its repeat the seed. Failed
 trials count as the worst score (the searcher's rule) and are listed; they do not end
-the sweep. `--resume` continues the experiment with Tuner.restore, whose searcher
-picks up from its last saved state (see coordinate.py's docstring for what Tune
-keeps); errored trials stay errored, as the search already counted them.
+the sweep. An interrupted search (a trial unfinished, or stopped between settings)
+ends it with exit code 1; `--resume` continues the experiment with Tuner.restore,
+whose searcher picks up from its last saved state (see coordinate.py's docstring for
+what Tune keeps); errored trials stay errored, as the search already counted them.
+Packing repeats (--repeats-per-trial) does not apply to a search's trials.
 
 What the search decided is read back by replaying it on the records (`replay`): the
 searcher is deterministic given each trial's result, so the same rule on the same
@@ -24,7 +26,7 @@ from dataclasses import replace
 import pandas as pd
 from ray.tune.search import Searcher
 
-from orchestrator.coordinate import CURRENT, Candidate, CoordinateSearch, Step
+from orchestrator.coordinate import Candidate, CoordinateSearch, Step
 from orchestrator.driver import (TRIALS_FILE, SweepError, collect, experiment_path, failure, restorable,
                                  trial_rows, trials_at_once)
 from results.aggregate import RunRecord
@@ -33,9 +35,6 @@ from search_spaces.search import SEED, SearchRecords, canonical
 from search_spaces.study import Stage, Study
 from workloads import metrics as M
 from workloads.config import FIELDS, ConfigError, TrialConfig
-
-META = ("stage", "group", "repeat")
-
 
 def steps(base: dict, search) -> list[Step]:
     return [Step(s.name, [Candidate(label, changes if callable(changes) else canonical(base, changes))
@@ -163,8 +162,8 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
 
 
 def _name(trial) -> str:
-    param = trial.config["trial"]
-    return f"{param['group']}_r{param['repeat']}"
+    from orchestrator.trainable import trial_name
+    return trial_name(trial.config["trial"])
 
 
 def _dirname(trial) -> str:
@@ -172,4 +171,4 @@ def _dirname(trial) -> str:
     return f"{_name(trial)}_{trial.trial_id}".replace("/", "-")
 
 
-__all__ = ["CURRENT", "make_searcher", "replay", "run_search"]
+__all__ = ["make_searcher", "replay", "run_search"]

@@ -19,7 +19,7 @@ from search_spaces import get_study
 from search_spaces.convnet import Net
 from search_spaces.search import SearchRecords, Setting
 from workloads import metrics as M
-from workloads.config import ConfigError, TrialConfig
+from workloads.config import ConfigError
 from workloads.models import ARCHS
 
 TUTORIAL = ",".join(ARCHS["tutorial"])

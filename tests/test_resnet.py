@@ -11,7 +11,6 @@ from results.resnet import loss_band
 from search_spaces import get_study
 from search_spaces.study import plan_runs
 from workloads import metrics as M
-from workloads.config import TrialConfig
 from workloads.models import build_model, count_parameters
 from workloads.train import Single, param_groups
 
