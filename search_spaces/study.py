@@ -192,6 +192,8 @@ class Study:
         study.base_config()  # typed and range-checked now, before any work starts
         groups: dict = {}
         for stage in study.stages:
+            if stage.search is not None:
+                study.stage_config(stage)  # where the search starts: checked now too
             if stage.planned:
                 trials = study.stage_trials(stage, {})
                 plan_runs(trials, stage.prefix)  # a refused prefix sharing is refused now
