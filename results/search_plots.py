@@ -45,11 +45,12 @@ def plot_loss_band(bands: dict, path: Path, title: str = "", smooth: int = 1) ->
 
 
 def plot_search_path(history: list[dict], final: tuple, path: Path, title: str = "") -> None:
-    """Per setting (x, in order): every value's validation mean +- std (grey), the value
+    """Per setting (x, in order): every value's validation mean +- std (grey; the best of them
+    labelled when it lost to the value kept), the value
     kept (colour, labelled, red when it replaced the one before) and the path through the
     kept values; `final` = (validation mean, std, test mean, std, n) of the final runs: a
     circle and a star at the end."""
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(history) + 3), 5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(history) + 3) + 3.5, 5))
     path_x, path_y = [], []
     for x, step in enumerate(history):
         for row in step["rows"]:
@@ -67,6 +68,9 @@ def plot_search_path(history: list[dict], final: tuple, path: Path, title: str =
                 path_y.append(mean)
             else:
                 ax.errorbar(x + 0.12, mean, yerr=err, fmt=".", color="grey", alpha=0.6, capsize=2)
+                if row["reason"].startswith("not taken"):  # the best challenger, which lost
+                    ax.annotate(row["candidate"], (x + 0.12, mean), xytext=(3, -3), textcoords="offset points",
+                                fontsize=6, color="grey")
     ax.plot(path_x, path_y, "-", color="tab:blue", lw=1, alpha=0.7, label="value kept (validation)")
     ax.plot([], [], "o", color="tab:red", label="kept, replacing the one before")
     ax.plot([], [], ".", color="grey", label="other values (validation)")
@@ -80,7 +84,7 @@ def plot_search_path(history: list[dict], final: tuple, path: Path, title: str =
     ax.set_xticks(range(len(history) + 1), [s["step"] for s in history] + ["final"], rotation=40, ha="right")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points fill the axes
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
