@@ -24,6 +24,7 @@ import sys
 from dataclasses import replace
 
 import pandas as pd
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
@@ -91,7 +92,8 @@ def replay(searcher: CoordinateSearch, records: list[RunRecord], errored=()) -> 
         searcher.on_trial_complete(f"replay_{n}", result=result, error=result is None)
         if record is not None:
             asked.append(replace(record, group=param["group"], repeat=param["repeat"],
-                                 changes=", ".join(f"{k}={v}" for k, v in describe(param, base).items())))
+                                 changes=", ".join(f"{k}={v}" for k, v in describe(param, base).items())
+                                 or "where the search starts"))
         n += 1
     seen = {config_key(a.config) for a in asked}
     extra = [r for r in records if config_key(r.config) not in seen]
@@ -124,10 +126,13 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
         # The searcher comes back from its last saved state; errored trials stay errored.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
     else:
+        # -v: Tune's table of trials; else a line per trial that ends (how many a search asks for
+        # is not known in advance, so no share of the work as driver.run_stage shows).
         reporter = tune.CLIReporter(
             metric_columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
             parameter_columns={"trial/group": "group", "trial/repeat": "repeat"},
-            max_report_frequency=10, sort_by_metric=False)
+            max_report_frequency=10, sort_by_metric=False) if opts.verbose >= 2 else None
+        callbacks = [Ended(f"[{study.name}] {stage.name}", stage.search.metric)] if opts.verbose == 1 else []
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -138,7 +143,7 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
                 name=stage.name, storage_path=path.rsplit("/", 1)[0],
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                progress_reporter=reporter, verbose=opts.verbose))
+                progress_reporter=reporter, callbacks=callbacks, verbose=1 if reporter else 0))
     grid = tuner.fit()
     rows += trial_rows(grid)
     write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
@@ -159,6 +164,24 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
     for r in found:
         done.setdefault(TrialConfig.from_flat(r.config), r)
     return found
+
+
+class Ended(Callback):
+    """One line per trial that ends: its name, the score the search reads, and the count."""
+
+    def __init__(self, label: str, metric: str):
+        self.label, self.metric, self.ended = label, metric, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended += 1
+        value = (trial.last_result or {}).get(self.metric)
+        score = f"{self.metric} {value:.4f}" if isinstance(value, float) else "no score"
+        running = sum(t.status == "RUNNING" for t in trials)
+        print(f"{self.label}: {_name(trial)} {score} ({self.ended} ended, {running} running)",
+              file=sys.stderr, flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_trial_complete(iteration, trials, trial)
 
 
 def _name(trial) -> str:

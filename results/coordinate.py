@@ -91,5 +91,12 @@ def coordinate_report(results: dict, out: Path, study) -> dict:
     caption = ("Each setting's values (grey, mean +- std of validation accuracy), the value kept (colour) "
                "and the path through them; the final configuration on new seeds: its validation accuracy "
                "(circle) and its test accuracy (star), the study's only test-set score.")
+    notes = [f"The search chose on validation accuracy (mean over {study.repeats} repeat(s)) and never scored "
+             f"the test set: its groups have no test accuracy. The final configuration ({describe(changes)}) "
+             f"was trained again on seeds the search never used; its runs are the study's only test-set scores."]
+    tables = [(path, "The path of choices: per setting, the value kept, its validation accuracy, and the gain of "
+                     "the best challenger against the noise it had to beat; last, the final runs"),
+              (steps, "Every value of every setting, in the order tried (reused: its results came from an "
+                      "earlier setting)")]
     return {"summary": path, "steps": steps, "final": table, "figures": [(figure, caption)],
-            "best_changes": describe(changes)}
+            "best_changes": describe(changes), "notes": notes, "tables": tables}

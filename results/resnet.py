@@ -75,4 +75,7 @@ def resnet_report(results: dict, out: Path, study) -> dict:
     caption = ("Per model, the band between the lowest and the highest training loss over the learning rates "
                f"({rates}; the study's are {', '.join(f'{lr:g}' for lr in LANDSCAPE_RATES)}) at every step: "
                "a narrower band is a loss that the step size changes less (Santurkar et al. 2018).")
-    return {**made, "ablations": ablations, "figures": made["figures"] + [(figure, caption)]}
+    tables = [(ablations, "Ablations: per family and variant, test and final validation accuracy (mean and "
+                          "sample std over the finished repeats) and training time")]
+    return {**made, "ablations": ablations, "figures": made["figures"] + [(figure, caption)],
+            "tables": made.get("tables", []) + tables}

@@ -112,6 +112,10 @@ class SearchRecords(list):
         super().__init__(records)
         self.history, self.best, self.base = list(history), dict(best or {}), dict(base or {})
 
+    def replaced(self, records) -> "SearchRecords":
+        """The same decisions over other records (the same runs, say without their weights)."""
+        return SearchRecords(records, self.history, self.best, self.base)
+
     def best_changes(self) -> dict:
         """What the search changed in its base (the seed is a repeat's, not a choice)."""
         return {k: v for k, v in self.best.items() if k != SEED and self.base.get(k) != v}

@@ -218,6 +218,11 @@ def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local
     best = json.loads((out / "best_config.json").read_text())
     assert best["chosen_on"].startswith("validation") and best["test_acc"]["n"] == 2
     assert (out / "path.png").stat().st_size > 20000
+    page = (out / "report.md").read_text()
+    assert "*test not scored*" in page and "The path of choices" in page
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
+    assert (out / "report.md").read_text().count("The path of choices") == 1
 
 
 @pytest.mark.slow

@@ -130,3 +130,4 @@ def test_quick_sweep_gives_every_table_and_figure(ray_local, data_dir, tmp_path,
     assert set(curves[curves.group == "vgg_a"].metric) >= {M.VAL_ACC, M.VAL_LOSS}
     for name in ("ablation_act", "ablation_wd", "ablation_width", "ablation_opt", "final", "vgg_bn", "landscape"):
         assert (out / f"{name}.png").stat().st_size > 20000, name
+    assert "Ablations: per family and variant" in (out / "report.md").read_text()
