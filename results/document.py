@@ -116,6 +116,9 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
         if stage.derive is not None:
             varies = "computed from earlier stages: " + (changes_from(base, recs[0].config, fixed) if recs
                                                           else "not reached")
+        elif stage.search is not None:
+            varies = (f"one setting at a time, chosen on {stage.search.metric}: "
+                      + ", ".join(setting.name for setting in stage.search.settings))
         elif stage.variants:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
