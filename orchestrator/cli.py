@@ -107,6 +107,9 @@ def saved_study(saved: dict) -> Study:
 def plan_lines(study: Study) -> list[str]:
     lines = [f"{study.name}: {study.description}"]
     for stage in study.stages:
+        if stage.search is not None:
+            lines += stage.search.plan_lines(stage.name, study.repeats)
+            continue
         if stage.derive is not None:
             lines.append(f"stage {stage.name}: grid computed from earlier stages' results")
             continue
@@ -126,8 +129,8 @@ def plan_lines(study: Study) -> list[str]:
 
 
 def trial_count(study: Study) -> str:
-    counts = [str(len(plan_runs(study.stage_trials(s, {}), s.prefix))) if s.derive is None else "?"
-              for s in study.stages]
+    counts = [str(len(plan_runs(study.stage_trials(s, {}), s.prefix))) if s.planned
+              else f"<={s.search.most_trials(study.repeats)}" if s.search else "?" for s in study.stages]
     return "+".join(counts)
 
 

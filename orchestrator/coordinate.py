@@ -16,6 +16,12 @@ imports torch or the training code.
     # After an interruption: tune.Tuner.restore("/runs/coord", trainable=trainable).fit(), then
     # CoordinateSearch(<same arguments>).restore_from_dir("/runs/coord") reads the finished search.
 
+A candidate's changes are a mapping, or a function of the current best config returning
+one (`Candidate("conv3", add_conv)`: a depth step that keeps the width chosen before); they
+are computed when the step opens, and the table rows, history and saved state hold the
+computed mapping. Such a function must be importable or picklable (Tune pickles the
+searcher); the plan fingerprint names it (a functools.partial: with its arguments).
+
 The rule, per step. Repeats are seeds 0..repeats-1 under `seed_key`. The incumbent is
 the first candidate whose changes the current best already satisfies, else the current
 best itself (labelled "current"); its results are reused from earlier steps, so only the
@@ -24,7 +30,8 @@ result, validation accuracy in our studies) over the repeats. The best challenge
 replaces the incumbent only if its mean is better by more than the noise:
     repeats >= 2: noise = sqrt(se_incumbent^2 + se_challenger^2), se = sample std / sqrt(n)
     repeats == 1: noise = `margin` (default 0.005, half a percentage point of accuracy)
-A failed trial (an error, or a last result whose metric is missing or not finite) counts
+A failed trial (an error, a last result whose metric is missing or not finite, or one whose
+`run_status` says the run diverged) counts
 as `worst` (default -inf for mode="max", +inf for "min": a candidate with a failed repeat
 never wins, a failed incumbent loses to any challenger without one) and is listed in its
 row's `failed`. A candidate whose config `validate` rejects is recorded with the reason
@@ -45,6 +52,7 @@ its failure already counted.
 """
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from dataclasses import dataclass
@@ -64,12 +72,32 @@ STATE = ("plan", "metric", "mode", "best", "step", "table", "incumbent", "queue"
 @dataclass(frozen=True)
 class Candidate:
     label: str
-    changes: Mapping  # key -> value; one value of a setting may change several keys
+    # key -> value (one value of a setting may change several keys), or fn(best config) -> that
+    changes: Mapping | Callable[[dict], Mapping]
 
     def __post_init__(self):
-        object.__setattr__(self, "changes", dict(self.changes))
+        if not callable(self.changes):
+            object.__setattr__(self, "changes", dict(self.changes))
         if not self.label or self.label == CURRENT:
             raise ConfigError(f"candidate label {self.label!r} is reserved or empty: choose another")
+
+    @property
+    def computed(self) -> bool:
+        return callable(self.changes)
+
+    def fingerprint(self):
+        """What the plan fingerprint holds of the changes: the mapping, or the function's name
+        (a partial's with its arguments): a repr of a function would hold its address."""
+        fn = self.changes
+        if not self.computed:
+            return self.changes
+        if isinstance(fn, functools.partial):
+            return ("computed", _name(fn.func), fn.args, sorted(fn.keywords.items()))
+        return ("computed", _name(fn))
+
+
+def _name(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
 @dataclass(frozen=True)
@@ -101,18 +129,17 @@ class CoordinateSearch(Searcher):
                               f"(got {repeats}, {len(steps)}, {margin}, {mode!r})")
         super().__init__(metric=metric, mode=mode)
         self._base, self._steps = dict(base), tuple(steps)
+        self._seed_key = seed_key
         for step in self._steps:
             for c in step.candidates:
-                unknown = [k for k in c.changes if k not in self._base or k == seed_key]
-                if unknown:  # a typo would otherwise add a key the trainable never reads
-                    raise ConfigError(f"step {step.name}, candidate {c.label}: key(s) {unknown} are not "
-                                      f"settings of base (add them to base; the seed is set per repeat)")
+                if not c.computed:
+                    self._check_keys(step, c, c.changes)
         self._repeats, self._seed_key, self._margin, self._worst = repeats, seed_key, margin, worst
         self._make_config, self._validate, self.max_concurrent = make_config, validate, max_concurrent
         if validate and (reason := validate(dict(self._base))):
             raise ConfigError(f"the base config is invalid: {reason}")
         # The plan fingerprint: restore refuses a state saved by a different search.
-        self._plan = repr((self._base, [(s.name, [(c.label, c.changes) for c in s.candidates])
+        self._plan = repr((self._base, [(s.name, [(c.label, c.fingerprint()) for c in s.candidates])
                                         for s in self._steps], repeats, seed_key))
         self._best, self._step, self._history = dict(self._base), 0, []
         self._results: dict[str, dict[int, tuple]] = {}  # config key -> repeat -> (value | None, why failed)
@@ -189,6 +216,20 @@ class CoordinateSearch(Searcher):
         return pickle.loads(pickle.dumps(self._history))
 
     # --- the search --------------------------------------------------------------------
+    def _check_keys(self, step: Step, candidate: Candidate, changes: Mapping) -> None:
+        unknown = [k for k in changes if k not in self._base or k == self._seed_key]
+        if unknown:  # a typo would otherwise add a key the trainable never reads
+            raise ConfigError(f"step {step.name}, candidate {candidate.label}: key(s) {unknown} are not "
+                              f"settings of base (add them to base; the seed is set per repeat)")
+
+    def _changes(self, step: Step, candidate: Candidate, best: dict) -> dict:
+        """The candidate's changes on top of `best` (computed now if they are a function of it)."""
+        if not candidate.computed:
+            return candidate.changes
+        changes = dict(candidate.changes(dict(best)))
+        self._check_keys(step, candidate, changes)
+        return changes
+
     def _key(self, config: Mapping) -> str:
         return repr(sorted((k, v) for k, v in config.items() if k != self._seed_key))
 
@@ -197,10 +238,12 @@ class CoordinateSearch(Searcher):
         nothing to train (all reused or invalid) is decided at once."""
         while self._step < len(self._steps):
             step, best = self._steps[self._step], self._best
-            matches = [c for c in step.candidates if all(best.get(k, MISSING) == v for k, v in c.changes.items())]
+            changes = {c.label: self._changes(step, c, best) for c in step.candidates}
+            matches = [c for c in step.candidates
+                       if all(best.get(k, MISSING) == v for k, v in changes[c.label].items())]
             incumbent = matches[0].label if matches else CURRENT
             rows = [] if matches else [{"candidate": CURRENT, "changes": {}}]
-            rows += [{"candidate": c.label, "changes": dict(c.changes)} for c in step.candidates]
+            rows += [{"candidate": c.label, "changes": dict(changes[c.label])} for c in step.candidates]
             self._table, self._queue, queued = rows, [], set()
             for i, row in enumerate(rows):
                 config = {**best, **row["changes"]}
@@ -224,6 +267,8 @@ class CoordinateSearch(Searcher):
     def _score(self, result: dict | None, error: bool) -> tuple:
         if error or result is None:
             return None, "error"
+        if result.get(M.STATUS) == M.DIVERGED:  # its last validation score is from before it diverged
+            return None, M.DIVERGED
         value = result.get(self._metric)
         try:
             value = float(value)

@@ -185,9 +185,12 @@ class DataSets:
         self.futures: dict = {}  # DataConfig.arrays -> Future of PreparedData, until stored
         self.refs: dict = {}     # DataConfig.arrays -> ObjectRef, kept for later stages
         for stage in study.stages if study else ():
-            if stage.derive is None:
+            if stage.planned:
                 for t in study.stage_trials(stage, {}):
                     self.prepared(t.config.data)
+            elif stage.search is not None:
+                for cfg in stage.search.data_configs(study.stage_config(stage).to_flat()):
+                    self.prepared(cfg)
 
     def prepared(self, cfg):
         key = cfg.arrays
@@ -386,6 +389,12 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
     done: dict = {}       # run config -> RunRecord: a trial asking for it again reuses it
     groups: dict = {}     # group -> stage: names are unique across a study
     for stage in study.stages:
+        if stage.search is not None:  # trials asked for as results come in
+            from orchestrator.search_stage import run_search
+            results[stage.name] = run_search(study, stage, opts, datasets, done, rows)
+            plans[stage.name] = [{"stage": r.stage, "group": r.group, "repeat": r.repeat, **r.config}
+                                 for r in results[stage.name]]
+            continue
         trials = study.stage_trials(stage, results)
         for t in trials:
             if groups.setdefault(t.group, stage.name) != stage.name:

@@ -24,6 +24,7 @@ from results.comparisons import between_runs
 from results.document import study_document, versus_table
 from results.html import write_report
 from results.io import write_pickle
+from search_spaces.search import SearchRecords
 from workloads.config import ConfigError
 
 RECORDS_FILE = "records.pkl"    # {"results": {stage: [RunRecord]}, "failed": [driver.failures()]}
@@ -32,9 +33,14 @@ DONE_FILE = "provenance.json"   # written last: its presence means the sweep fin
 
 
 def save_records(out: Path, results: dict, failed=()) -> None:
-    # weights: a loader of the Tune checkpoint, which a report needs only for best/*.pt
-    stripped = {stage: [replace(r, weights=None) for r in recs] for stage, recs in results.items()}
+    # weights: a loader of the Tune checkpoint, which a report needs only for best/*.pt;
+    # a search stage's records keep what the search decided (search_spaces.search.SearchRecords)
+    stripped = {stage: _container(recs, [replace(r, weights=None) for r in recs]) for stage, recs in results.items()}
     write_pickle(out / RECORDS_FILE, {"results": stripped, "failed": list(failed)})
+
+
+def _container(original, records: list):
+    return original.replaced(records) if isinstance(original, SearchRecords) else records
 
 
 def write_study_report(study, results: dict, out: Path, provenance: dict, failed=(),

@@ -9,7 +9,9 @@ A diverged run (workloads.train) keeps its curve up to its last record and has
 no test accuracy: curves average, at each point, the runs that got there (with
 their count), test accuracy averages the finished runs (`n`), and `n_diverged`
 says how many stopped. A group whose every run diverged has no mean (None),
-never NaN.
+never NaN. A run that did not score the test set (score_test=False: a search's
+trial) finished without a test accuracy: test means are over the runs that have
+one (`n_test`), and a group with none says "test not scored".
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class RunRecord:
     repeat: int
     config: dict                 # the flat TrialConfig it asked for
     curves: pd.DataFrame         # one row per record point, column M.STEP plus metrics
-    test_acc: float              # NaN when it diverged
+    test_acc: float              # NaN when it diverged or did not score the test set
     wall_s: float
     first_layer: Any = None      # np.ndarray of the first layer's weights
     # Its final model weights: a state_dict, or a function that loads it from the run's
@@ -64,7 +66,7 @@ class GroupAggregate:
     std: dict                    # metric -> (T,), sample std (0 where fewer than 2 runs)
     count: dict                  # metric -> (T,) runs with a value at that point
     n: int                       # finished runs
-    test_accs: np.ndarray        # (n,) of the finished runs, in repeat order
+    test_accs: np.ndarray        # (n_test,) of the finished runs that scored the test set, in repeat order
     runs: tuple                  # every RunRecord, in repeat order
     best: RunRecord | None       # the finished run with the highest `select` value; lowest repeat on ties
     select: str = M.TEST_ACC
@@ -74,12 +76,16 @@ class GroupAggregate:
         return sum(not r.finished for r in self.runs)
 
     @property
+    def n_test(self) -> int:
+        return len(self.test_accs)
+
+    @property
     def test_mean(self) -> float | None:
-        return float(self.test_accs.mean()) if self.n else None
+        return float(self.test_accs.mean()) if self.n_test else None
 
     @property
     def test_std(self) -> float | None:
-        return float(self.test_accs.std(ddof=1)) if self.n > 1 else None
+        return float(self.test_accs.std(ddof=1)) if self.n_test > 1 else None
 
 
 def curve_matrix(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +124,7 @@ def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES,
         _, mean[metric], std[metric], count[metric] = curve_stats([r.curves for r in runs], metric, steps)
     finished = [r for r in runs if r.finished]
     accs = np.array([r.test_acc for r in finished], dtype=float)
+    accs = accs[np.isfinite(accs)]  # runs with score_test=False have none
     scores = np.array([r.test_acc if select == M.TEST_ACC else r.final(select) for r in finished])
     # argmax takes the first of equal maxima: the lowest repeat
     best = finished[int(np.nanargmax(scores))] if np.isfinite(scores).any() else (finished or [None])[0]
@@ -144,7 +151,7 @@ def summary_table(aggs: dict[str, GroupAggregate], extra: dict[str, dict] | None
         per_epoch = np.array([r.train_seconds for r in a.runs]) / np.where(epochs > 0, epochs, np.nan)
         rows.append({"group": g, "changes": first.changes, "status": status_text(a), "n": a.n,
                      "test_acc_mean": a.test_mean, "test_acc_std": a.test_std,
-                     "test_acc_best": float(a.test_accs.max()) if a.n else None,
+                     "test_acc_best": float(a.test_accs.max()) if a.n_test else None,
                      "best_repeat": a.best.repeat if a.best else None, "parameters": first.parameters,
                      "train_s_per_epoch": float(np.nanmean(per_epoch)) if np.isfinite(per_epoch).any() else None,
                      "wall_s_mean": float(walls.mean()), "wall_s_total": float(walls.sum()),
@@ -154,7 +161,8 @@ def summary_table(aggs: dict[str, GroupAggregate], extra: dict[str, dict] | None
 
 def status_text(a: GroupAggregate) -> str:
     if not a.n_diverged:
-        return M.FINISHED
+        return M.FINISHED if a.n_test == a.n else f"{M.FINISHED}, test not scored" + (
+            f" ({a.n - a.n_test}/{a.n})" if a.n_test else "")
     steps = ", ".join(str(r.diverged_at) for r in a.runs if not r.finished)
     return f"{M.DIVERGED} {a.n_diverged}/{len(a.runs)} (step {steps})"
 

@@ -80,8 +80,9 @@ def _versus(a, b, variant: str, reference: str, allow_same: bool = False) -> Ver
     if not allow_same and same_runs(a, b):
         return Versus(variant, reference, None, f"the same runs as {reference}: nothing to test")
     for name, g in ((reference, a), (variant, b)):
-        if not g.n:
-            return Versus(variant, reference, None, f"no finished run in {name}")
+        if not g.n_test:  # every run diverged, or none scored the test set (score_test=false)
+            return Versus(variant, reference, None, f"no finished run in {name}" if not g.n
+                          else f"{name} did not score the test set")
     return Versus(variant, reference, compare(a.test_accs, b.test_accs))
 
 

@@ -116,6 +116,9 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
         if stage.derive is not None:
             varies = "computed from earlier stages: " + (changes_from(base, recs[0].config, fixed) if recs
                                                           else "not reached")
+        elif stage.search is not None:
+            varies = (f"one setting at a time, chosen on {stage.search.metric}: "
+                      + ", ".join(setting.name for setting in stage.search.settings))
         elif stage.variants:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
@@ -140,7 +143,7 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
     rows = []
     for g, a in aggs.items():
         first = a.runs[0]
-        s = summarize(a.test_accs) if a.n else None
+        s = summarize(a.test_accs) if a.n_test else None  # none when no finished run scored the test set
         row = {"group": g}
         if len(set(stage_of.values())) > 1:
             row["stage"] = stage_of[g]
@@ -149,7 +152,7 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
         if any_diverged:
             row["diverged"] = f"{a.n_diverged} of {len(a.runs)}" if a.n_diverged else "0"
         row.update({
-            "mean": fmt_num(s.mean) if s else Missing(nowrap("no finished run")),
+            "mean": fmt_num(s.mean) if s else Missing(nowrap("no finished run" if not a.n else "test not scored")),
             "sd": fmt_num(s.std) if s else Missing(),
             "95% CI": fmt_ci(s.ci_low, s.ci_high, why=nowrap("n = 1: none")) if s else Missing(),
             "best": fmt_num(s.best) if s else Missing(),

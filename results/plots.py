@@ -138,17 +138,18 @@ def plot_comparison(aggs: dict, metrics, path: Path, test_bars: bool = True, tit
     if test_bars:
         ax = axes[-1]
         names = list(aggs)
-        means = [aggs[g].test_mean if aggs[g].n else np.nan for g in names]
-        spans = [summarize(aggs[g].test_accs) if aggs[g].n > 1 else None for g in names]
+        means = [aggs[g].test_mean if aggs[g].n_test else np.nan for g in names]
+        spans = [summarize(aggs[g].test_accs) if aggs[g].n_test > 1 else None for g in names]
         halves = [s.ci_high - s.mean if s else np.nan for s in spans]
         ax.bar(names, np.nan_to_num(means), yerr=halves, capsize=3, color="tab:blue", alpha=0.7,
                label="mean, 95% interval")
         ax.set_ylim(0, min(ax.get_ylim()[1], 1.02))  # an interval past 0 or 1 is cut there
-        ax.scatter(names, [aggs[g].test_accs.max() if aggs[g].n else np.nan for g in names], color="black",
+        ax.scatter(names, [aggs[g].test_accs.max() if aggs[g].n_test else np.nan for g in names], color="black",
                    marker="_", s=200, label="best", zorder=3)
         for i, g in enumerate(names):
-            if not aggs[g].n:
-                ax.annotate("diverged", (i, 0), ha="center", va="bottom", rotation=90, fontsize=7)
+            if not aggs[g].n_test:  # never a 0 bar without saying why
+                ax.annotate("diverged" if not aggs[g].n else "test not scored", (i, 0), ha="center", va="bottom",
+                            rotation=90, fontsize=7)
         ax.set_title("test accuracy")
         ax.tick_params(axis="x", rotation=45)
         ax.legend(fontsize=7)

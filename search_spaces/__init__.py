@@ -9,8 +9,9 @@ from workloads.config import ConfigError
 
 def _registry() -> dict:
     # Imported here so that each study module is read only when studies are listed or run.
-    from search_spaces import elec5307, hw2, part3, part4, part5
-    return {s.name: s for s in (part3.STUDY, part4.STUDY, part5.STUDY, hw2.STUDY, elec5307.STUDY)}
+    from search_spaces import coordinate, elec5307, hw2, part3, part4, part5, resnet
+    return {s.name: s for s in (part3.STUDY, part4.STUDY, part5.STUDY, hw2.STUDY, elec5307.STUDY, resnet.STUDY,
+                                coordinate.STUDY)}
 
 
 def studies() -> dict:

@@ -17,6 +17,10 @@ Overrides (`with_overrides`, the command line's key=value): a config key sets th
 base of every stage (or restricts a grid axis of that name), `STAGE.key` sets or
 restricts it in that stage alone (`part3.epochs=2`), and a study may name options
 of its own (`Study.options`, e.g. elec5307's `sid`), each a function of the study.
+
+A stage with `search` (search_spaces/search.py) has no grid: a one-setting-at-a-time
+search asks for its trials as results come in (orchestrator/search_stage.py), and a
+later stage may derive from what it chose (`search.best_of`).
 """
 from __future__ import annotations
 
@@ -55,13 +59,22 @@ class Trial:
 class Variant:
     """A named change of a study's base: one group of a variants stage."""
     name: str
-    changes: tuple = ()           # ((key, value), ...)
+    # ((key, value), ...), or fn(the stage's flat config) -> {key: value}: a change relative to
+    # the base (resnet's widths, half and twice the base's, also when --quick narrows the base)
+    changes: tuple | Callable[[dict], dict] = ()
     note: str = ""                # what it changes, in words (else the changes themselves)
 
     def __post_init__(self):
+        if callable(self.changes):
+            if not self.note:
+                raise ConfigError(f"variant {self.name}: changes computed from the base need a note")
+            return
         for key, _ in self.changes:
             if key not in FIELDS:
                 raise ConfigError(f"variant {self.name}: unknown key {key!r}")
+
+    def applied(self, cfg: TrialConfig) -> TrialConfig:
+        return cfg.override(self.changes(cfg.to_flat()) if callable(self.changes) else dict(self.changes))
 
     @property
     def describes(self) -> str:
@@ -89,6 +102,7 @@ class Stage:
     derive: Callable[[Mapping[str, Any]], dict] | None = None
     prefix: str = ""              # "epochs": shorter runs are prefixes of the longest (see plan_runs)
     group_name: Callable[[dict], str] | None = None  # a grid point {key: value} -> its group's name
+    search: Any = None            # a search_spaces.search.Search: trials asked for as results come in
 
     def __post_init__(self):
         for key, _ in self.axes + self.fixed:
@@ -98,6 +112,13 @@ class Stage:
             raise ConfigError(f"stage {self.name}: a stage has axes or variants, not both")
         if self.prefix not in ("", "epochs"):
             raise ConfigError(f"stage {self.name}: prefix={self.prefix!r}: only 'epochs' can be shared")
+        if self.search is not None and (self.axes or self.variants or self.derive or self.prefix):
+            raise ConfigError(f"stage {self.name}: a search stage has no axes, variants, derive or prefix")
+
+    @property
+    def planned(self) -> bool:
+        """Its trials are known before anything runs (no derive, no search)."""
+        return self.derive is None and self.search is None
 
 
 @dataclass(frozen=True)
@@ -171,7 +192,9 @@ class Study:
         study.base_config()  # typed and range-checked now, before any work starts
         groups: dict = {}
         for stage in study.stages:
-            if not stage.derive:
+            if stage.search is not None:
+                study.stage_config(stage)  # where the search starts: checked now too
+            if stage.planned:
                 trials = study.stage_trials(stage, {})
                 plan_runs(trials, stage.prefix)  # a refused prefix sharing is refused now
                 for t in trials:
@@ -185,9 +208,15 @@ class Study:
     def with_quick(self) -> "Study":
         return self.with_overrides(dict(self.quick))
 
+    def stage_config(self, stage: Stage) -> TrialConfig:
+        """The study's base with what the stage fixes: a search starts from it."""
+        return self.base_config().override(dict(stage.fixed))
+
     def stage_trials(self, stage: Stage, earlier: Mapping[str, Any]) -> list[Trial]:
         """Every trial of `stage`: grid points x repeats, seeds as the inner axis."""
-        cfg = self.base_config().override(dict(stage.fixed))
+        if stage.search is not None:
+            raise ConfigError(f"stage {stage.name}: a search asks for its trials as it runs")
+        cfg = self.stage_config(stage)
         axes = dict(stage.axes)
         if stage.derive is not None:
             for key, value in stage.derive(earlier).items():
@@ -198,7 +227,7 @@ class Study:
                     cfg = cfg.override({key: value})
         keys = list(axes)
         if stage.variants:
-            points = [(v.name, v.describes, cfg.override(dict(v.changes))) for v in stage.variants]
+            points = [(v.name, v.describes, v.applied(cfg)) for v in stage.variants]
         else:
             points = []
             for values in itertools.product(*(axes[k] for k in keys)):

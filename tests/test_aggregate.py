@@ -85,3 +85,21 @@ def test_first_layer_mosaic_places_each_tile_scaled_on_its_own():
     assert np.isnan(image[8:, 4:]).all()  # the sixth place is empty
     rgb = mosaic(weight_tiles(np.ones((2, 3, 3, 3))), cols=2)
     assert rgb.shape == (3, 7, 3) and (rgb[:, 3] == 1.0).all()
+
+
+def test_runs_that_did_not_score_the_test_set_are_not_scored_not_zero():
+    """score_test=False leaves test_acc NaN on a finished run: no mean, no 0, and the
+    status says so; a group with some scored runs averages those (n_test)."""
+    nan = float("nan")
+    aggs = aggregate_groups([run("blind", 0, [2.0, 1.0], nan), run("blind", 1, [2.0, 1.5], nan),
+                             run("mixed", 0, [2.0, 1.0], 0.6), run("mixed", 1, [2.0, 1.0], nan)],
+                            select=M.VAL_ACC)
+    blind, mixed = aggs["blind"], aggs["mixed"]
+    assert (blind.n, blind.n_test, blind.test_mean, blind.test_std) == (2, 0, None, None)
+    assert blind.best.repeat == 0  # still chosen on validation accuracy
+    assert (mixed.n, mixed.n_test, mixed.test_mean) == (2, 1, 0.6)
+    table = summary_table(aggs).set_index("group")
+    assert table.loc["blind", "status"] == "finished, test not scored"
+    assert table.loc["mixed", "status"] == "finished, test not scored (1/2)"
+    assert pd.isna(table.loc["blind", "test_acc_mean"]) and pd.isna(table.loc["blind", "test_acc_best"])
+    assert table.loc["mixed", "test_acc_mean"] == 0.6

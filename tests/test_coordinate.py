@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 
 import pytest
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.search import Searcher
 
 from orchestrator.coordinate import CURRENT, Candidate, CoordinateSearch, Step
@@ -314,3 +315,79 @@ def test_an_interrupted_search_continues_after_restore(ray_local, tmp_path):
     # without checkpoints starts over) and its second run counted.
     d1_r0 = json.dumps({**BASE, "batch_size": 32, "depth": 1}, sort_keys=True)
     assert runs(log) == expected_runs(pause_twice=d1_r0)
+
+
+# --- candidates computed from the current best --------------------------------------------
+
+
+def scaled_batch(factor, best):
+    """A candidate relative to the current best: what a depth or width step of a study does."""
+    return {"batch_size": int(best["batch_size"] * factor)}
+
+
+def deeper(best):
+    return {"depth": best["depth"] + 1}
+
+
+# The batch-size step picks bs32 (above), so the relative step asks for 16 and 64, not 32 and 128.
+RELATIVE = STEPS[:1] + [Step("relative_batch", [Candidate(f"x{f:g}", partial(scaled_batch, f)) for f in (0.5, 1, 2)]),
+                        Step("depth", [Candidate("same", lambda best: {}), Candidate("deeper", deeper)])]
+
+
+def test_computed_candidates_change_the_current_best():
+    search = CoordinateSearch(BASE, RELATIVE, repeats=1, make_config=asked)
+    effects = {**EFFECTS, "batch_size": {16: 0.03, 32: 0.02, 64: 0.0, 128: -0.03}}
+    score = make_objective(effects, SEED_NOISE)
+    asks = drive(search, lambda cfg: {M.VAL_ACC: score(cfg)})
+    assert asks == [("bs64", 0, {"seed": 0}), ("bs32", 0, {"batch_size": 32, "seed": 0}),
+                    ("bs128", 0, {"batch_size": 128, "seed": 0}),
+                    # computed from batch 32: x1 is the current best and x2 (64) the first step's
+                    # base, both reused; only x0.5 trains
+                    ("x0.5", 0, {"batch_size": 16, "seed": 0}),
+                    ("deeper", 0, {"batch_size": 16, "depth": 3, "seed": 0})]
+    history = search.history()
+    assert [(h["incumbent"], h["chosen"]) for h in history] == [("bs64", "bs32"), ("x1", "x0.5"), ("same", "deeper")]
+    assert [row["changes"] for row in history[1]["rows"]] == [{"batch_size": 16}, {"batch_size": 32},
+                                                              {"batch_size": 64}]
+    assert [row["reused"] for row in history[1]["rows"]] == [False, True, True]
+    assert search.best_config() == {**BASE, "batch_size": 16, "depth": 3}
+
+
+def test_computed_candidates_are_checked_and_fingerprinted_by_name(tmp_path):
+    bad = [Step("typo", [Candidate("x", lambda best: {"batchsize": 1})])]
+    with pytest.raises(ConfigError, match=r"candidate x: key\(s\) \['batchsize'\] are not settings"):
+        CoordinateSearch(BASE, bad)
+    search = CoordinateSearch(BASE, RELATIVE, repeats=1, make_config=asked)
+    first = search.suggest("t0")
+    search.save(tmp_path / "state.pkl")
+    # A search built again (as Tuner.restore does from tuner.pkl) accepts the state: partials
+    # with the same function and arguments are the same plan; other arguments are not.
+    again = CoordinateSearch(BASE, RELATIVE, repeats=1, make_config=asked)
+    again.restore(tmp_path / "state.pkl")
+    other = [RELATIVE[0], Step("relative_batch", [Candidate(f"x{f:g}", partial(scaled_batch, 3 * f))
+                                                  for f in (0.5, 1, 2)]), RELATIVE[2]]
+    with pytest.raises(ConfigError, match="different search"):
+        CoordinateSearch(BASE, other, repeats=1, make_config=asked).restore(tmp_path / "state.pkl")
+    assert cloudpickle.loads(cloudpickle.dumps(search)).best_config() == BASE  # as Tune pickles it
+
+
+def test_computed_candidates_continue_the_same_search_after_a_restore(tmp_path):
+    score = make_objective({**EFFECTS, "batch_size": {16: 0.03, 32: 0.02, 64: 0.0, 128: -0.03}}, SEED_NOISE)
+    whole = CoordinateSearch(BASE, RELATIVE, repeats=2, make_config=asked)
+    asks = drive(whole, lambda cfg: {M.VAL_ACC: score(cfg)})
+    for cut in (3, 6, 8, 10):  # in the first, second and third step
+        search = CoordinateSearch(BASE, RELATIVE, repeats=2, make_config=asked)
+        for n in range(cut):
+            suggestion = search.suggest(f"t{n}")
+            search.on_trial_complete(f"t{n}", {M.VAL_ACC: score(suggestion["config"])})
+        search.save(tmp_path / "state.pkl")
+        restored = CoordinateSearch(BASE, RELATIVE, repeats=2, make_config=asked)
+        restored.restore(tmp_path / "state.pkl")
+        assert drive(restored, lambda cfg: {M.VAL_ACC: score(cfg)}, first=100) == asks[cut:], cut
+        assert restored.history() == whole.history()
+
+
+def test_a_run_that_diverged_counts_as_failed():
+    diverged = {M.VAL_ACC: 0.9, M.STATUS: M.DIVERGED}  # its last validation score is from before
+    step, rows = one_step({64: [0.50], 32: [diverged], 128: [0.40]}, repeats=1)
+    assert step["chosen"] == "bs64" and rows["bs32"]["failed"] == [{"repeat": 0, "why": M.DIVERGED}]

@@ -65,7 +65,7 @@ def test_every_registered_study_expands():
     for name, study in studies().items():
         for s in (study, study.with_quick()):
             for stage in s.stages:
-                if stage.derive is None:
+                if stage.planned:  # not derived from results, not a search
                     assert s.stage_trials(stage, {}), name
 
 
@@ -138,3 +138,16 @@ def test_study_options_are_applied_after_the_config_overrides():
     picked = study.with_overrides({"only": "b", "epochs": "2"})
     assert [s.name for s in picked.stages] == ["b"] and seen == [{"epochs": "2"}]
     assert dict(picked.user) == {"only": "b", "epochs": "2"}
+
+
+def test_a_variant_may_compute_its_changes_from_the_stages_config():
+    from search_spaces.study import Variant
+    twice = Variant("wide", lambda cfg: {"width": 2 * cfg["width"]}, "twice the base width")
+    study = Study("demo", "", stages=(Stage("v", variants=(Variant("base"), twice)),), base=(("width", 0.25),))
+    trials = study.stage_trials(study.stages[0], {})
+    assert [(t.group, t.changes, t.config.model.width) for t in trials] == [
+        ("base", "the base", 0.25), ("wide", "twice the base width", 0.5)]
+    narrow = study.with_overrides({"width": "0.125"})  # --quick's narrower base keeps the ratio
+    assert [t.config.model.width for t in narrow.stage_trials(narrow.stages[0], {})] == [0.125, 0.25]
+    with pytest.raises(ConfigError, match="need a note"):
+        Variant("wide", lambda cfg: {})

@@ -156,3 +156,25 @@ def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
         assert got.curves[M.VAL_ACC].tolist() == [r[M.VAL_ACC] for r in alone.records]
         assert got.config["epochs"] == t.config.train.epochs and got.config["snapshot_epochs"] == ()
         assert (got.weights is None) == (t.config.train.epochs < 4)
+
+
+def test_a_run_that_does_not_score_the_test_set_never_evaluates_it(tiny_data, monkeypatch):
+    """score_test=False (a search's trials): the final test pass is skipped and the test
+    accuracy is absent (NaN), the rest of the run is the same; test metrics are refused."""
+    import workloads.train as T
+    passes = []  # one entry per evaluation pass: (images, kinds)
+    evaluate = T.evaluate_split
+    monkeypatch.setattr(T, "evaluate_split", lambda models, x, y, views, size, loss, kinds, *a: (
+        passes.append(kinds), evaluate(models, x, y, views, size, loss, kinds, *a))[1])
+    blind = train(tiny(arch="mlp_1", score_test=False), tiny_data, CPU)
+    blind_passes, passes[:] = list(passes), []
+    full = train(tiny(arch="mlp_1"), tiny_data, CPU)
+    assert blind.test_acc != blind.test_acc and blind.final[M.TEST_ACC] != blind.final[M.TEST_ACC]
+    assert blind.status == M.FINISHED and 0 <= full.test_acc <= 1
+    assert passes == blind_passes + [{"acc"}]  # the same record passes, then the final test pass
+    assert timeless(blind.records) == timeless(full.records)
+    assert tiny(score_test=False).work()[2] == tiny().work()[2] - TINY["test_subset"]
+    from workloads.config import ConfigError
+    for bad in ({"metrics": "val_acc,test_loss"}, {"record_unit": "epoch", "epochs": 2, "snapshot_epochs": "1"}):
+        with pytest.raises(ConfigError, match="score_test"):
+            tiny(score_test=False, **bad)

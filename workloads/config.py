@@ -116,6 +116,9 @@ class TrainConfig:
     snapshot_epochs: tuple = ()
     eval_batch_size: int = 0          # 0: sized for the device (workloads.train.eval_batch)
     checkpoint_every: int = 1         # record points between checkpoints
+    # False: the run never touches the test set (a search's trials, which choose on validation
+    # data); its test accuracy is then absent (NaN), reported as "not scored".
+    score_test: bool = True
 
     def __post_init__(self):
         from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
@@ -131,6 +134,8 @@ class TrainConfig:
         _check(self.eval_batch_size >= 0, "eval_batch_size must be >= 0 (0 = sized for the device)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         names = M.split_list(self.metrics)
+        _check(self.score_test or "test" not in M.splits_needed(n for n in names if n in M.RECORDABLE),
+               "score_test=false never touches the test set: leave test_acc and test_loss out of metrics")
         unknown = [n for n in names if n not in M.RECORDABLE]
         _check(not unknown, f"metrics: unknown {', '.join(unknown)}; choose from {', '.join(M.RECORDABLE)}")
         object.__setattr__(self, "metrics", ",".join(dict.fromkeys((M.LOSS,) + names)))  # loss always
@@ -143,6 +148,7 @@ class TrainConfig:
         snaps = tuple(sorted({int(e) for e in self.snapshot_epochs}))
         object.__setattr__(self, "snapshot_epochs", snaps)
         _check(all(1 <= e < self.epochs for e in snaps), "snapshot_epochs must lie in 1..epochs-1")
+        _check(not snaps or self.score_test, "snapshot_epochs score the test set: they need score_test=true")
         _check(not snaps or (self.record_unit == "epoch" and all(e % self.record_every == 0 for e in snaps)),
                "snapshot_epochs must be record points (record_unit=epoch, multiples of record_every)")
 
@@ -197,7 +203,7 @@ class TrialConfig:
         records = len(self.record_points())
         per_record = sum(sizes[s] for s in M.splits_needed(t.recorded))
         snapshots = len(t.snapshot_epochs) * sizes["test"] * ("test" not in M.splits_needed(t.recorded))
-        images = views * (records * per_record + snapshots + sizes["test"])
+        images = views * (records * per_record + snapshots + sizes["test"] * t.score_test)
         return self.steps_per_epoch * t.epochs, records, images
 
     def to_flat(self) -> dict:

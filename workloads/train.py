@@ -17,7 +17,8 @@ train() is run() with one model.
 
 A run whose training loss stops being finite has diverged: it stops there
 (in a pack, that repeat stops being recorded) and ends with status DIVERGED,
-its curves kept up to its last record, and no test accuracy (NaN).
+its curves kept up to its last record, and no test accuracy (NaN). A run with
+score_test=False (a search's trial) skips the final test pass: its test accuracy is NaN too.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class DeviceData:
 
 @dataclass
 class Outcome:
-    test_acc: float        # NaN when the run diverged
+    test_acc: float        # NaN when the run diverged or did not score the test set
     records: list          # one metrics dict per record point
     state_dict: dict       # final model weights (CPU tensors)
     first_layer: np.ndarray
@@ -353,7 +354,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     seconds += time.perf_counter() - clock
 
     alive = [k for k in range(K) if diverged[k] is None]
-    tests = evaluate("test", {"acc"})["acc"] if alive else [float("nan")] * K
+    tests = evaluate("test", {"acc"})["acc"] if alive and tc.score_test else [float("nan")] * K
     outcomes, finals = [], []
     for k in range(K):
         status = M.FINISHED if diverged[k] is None else M.DIVERGED

@@ -1,0 +1,102 @@
+"""The coordinate study's outputs: what the search tried at each setting and what it
+chose (on validation accuracy), the path of choices, and the final configuration's
+test accuracy, the only test-set scores of the study.
+
+    out = coordinate_report(results, out_dir, study)   # results["search"]: a SearchRecords
+
+Files: steps.csv (one row per setting and value: validation mean, spread, n, chosen,
+reused, why), path.csv (one row per setting: what was kept, the gain and the noise it
+was judged against; a last row with the final runs' test accuracy), final.csv (the
+final stage's summary), best_config.json, curves.csv, path.png.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results.aggregate import aggregate_groups, curves_table, summary_table
+from results.io import write_csv, write_json
+from results.search_plots import plot_search_path
+from workloads import metrics as M
+
+
+def describe(changes: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "(the current best)"
+
+
+def step_table(history: list[dict]) -> pd.DataFrame:
+    """One row per setting and value, in the order they were tried."""
+    rows = []
+    for i, step in enumerate(history, 1):
+        for row in step["rows"]:
+            rows.append({"step": i, "setting": step["step"], "value": row["candidate"],
+                         "changes": describe(row["changes"]), "n": row["n"],
+                         "val_acc_mean": _finite(row["mean"]), "val_acc_std": _finite(row["std"]),
+                         "chosen": row["chosen"], "reused": row["reused"],
+                         "failed": "; ".join(f"r{f['repeat']}: {f['why']}" for f in row["failed"]),
+                         "why": row["reason"]})
+    return pd.DataFrame(rows)
+
+
+def path_table(history: list[dict], final=None) -> pd.DataFrame:
+    """One row per setting: the value kept, its validation mean, the gain of the best
+    challenger and the noise it had to beat; then the final runs (a GroupAggregate) with
+    the test accuracy, which no search row has (its runs never scored the test set)."""
+    rows = []
+    for i, step in enumerate(history, 1):
+        chosen = next(r for r in step["rows"] if r["chosen"])
+        rows.append({"step": i, "setting": step["step"], "kept": step["chosen"],
+                     "was": step["incumbent"], "changed": step["chosen"] != step["incumbent"],
+                     "val_acc_mean": _finite(chosen["mean"]), "val_acc_std": _finite(chosen["std"]),
+                     "n": chosen["n"], "gain": step["gain"], "noise": step["noise"],
+                     "trained": sum(not r["reused"] and not r["reason"].startswith("invalid")
+                                    for r in step["rows"])})
+    if final is not None:
+        val = np.array([r.final(M.VAL_ACC) for r in final.runs if r.finished])
+        rows.append({"step": len(history) + 1, "setting": "final", "kept": "the search's best, new seeds",
+                     "val_acc_mean": float(val.mean()) if len(val) else None,
+                     "val_acc_std": float(val.std(ddof=1)) if len(val) > 1 else None, "n": final.n,
+                     "trained": len(final.runs), "test_acc_mean": final.test_mean, "test_acc_std": final.test_std,
+                     "test_n": final.n_test})
+    return pd.DataFrame(rows)
+
+
+def _finite(value):
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def coordinate_report(results: dict, out: Path, study) -> dict:
+    search = results["search"]
+    finals = aggregate_groups(results["final"], select=study.select)
+    final = next(iter(finals.values()))
+    steps, path = step_table(search.history), path_table(search.history, final)
+    write_csv(out / "steps.csv", steps)
+    write_csv(out / "path.csv", path)
+    table = summary_table(finals, {final.group: {"val_acc_mean": path["val_acc_mean"].iloc[-1]}})
+    write_csv(out / "final.csv", table)
+    write_csv(out / "curves.csv", curves_table({**aggregate_groups(list(search), select=study.select), **finals}))
+    changes = search.best_changes()
+    write_json(out / "best_config.json", {"changes_from_base": changes, "config": search.best,
+                                          "chosen_on": "validation accuracy (mean over repeats)",
+                                          "test_acc": {"mean": final.test_mean, "std": final.test_std,
+                                                       "n": final.n_test}})
+    figure = out / "path.png"
+    title = (f"{study.name}: validation accuracy along the path of choices "
+             f"(mean +- std over {study.repeats} repeat(s))")
+    last = path.iloc[-1]
+    plot_search_path(search.history, (last["val_acc_mean"], last["val_acc_std"], final.test_mean, final.test_std,
+                                      final.n), figure, title)
+    caption = ("Each setting's values (grey, mean +- std of validation accuracy), the value kept (colour) "
+               "and the path through them; the final configuration on new seeds: its validation accuracy "
+               "(circle) and its test accuracy (star), the study's only test-set score.")
+    notes = [f"The search chose on validation accuracy (mean over {study.repeats} repeat(s)) and never scored "
+             f"the test set: its groups have no test accuracy. The final configuration ({describe(changes)}) "
+             f"was trained again on seeds the search never used; its runs are the study's only test-set scores."]
+    tables = [(path, "The path of choices: per setting, the value kept, its validation accuracy, and the gain of "
+                     "the best challenger against the noise it had to beat; last, the final runs"),
+              (steps, "Every value of every setting, in the order tried (reused: its results came from an "
+                      "earlier setting)")]
+    return {"summary": path, "steps": steps, "final": table, "figures": [(figure, caption)],
+            "best_changes": describe(changes), "notes": notes, "tables": tables}

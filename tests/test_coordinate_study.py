@@ -1,0 +1,258 @@
+"""The coordinate study: its settings and values (golden), the searcher it feeds (which
+configs it asks for, in which order, on a synthetic score, without Ray), the replay that
+reads the search back from its records, the final stage derived from the search, and
+quick sweeps through the command line: whole, and interrupted then resumed."""
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from ray.tune.search import Searcher
+
+from orchestrator.cli import main
+from orchestrator.search_stage import make_searcher, replay
+from results.aggregate import RunRecord
+from search_spaces import get_study
+from search_spaces.convnet import Net
+from search_spaces.search import SearchRecords, Setting
+from workloads import metrics as M
+from workloads.config import ConfigError
+from workloads.models import ARCHS
+
+TUTORIAL = ",".join(ARCHS["tutorial"])
+SETTINGS = ["batch_size", "depth", "width", "filter_size", "dropout", "batch_norm", "pooling", "activation",
+            "optimizer", "init", "weight_decay", "lr", "scheduler", "epochs", "momentum", "normalize"]
+
+
+def test_the_search_is_the_reports_settings_in_order_from_the_tutorial_run():
+    study = get_study("coordinate")
+    search, final = study.stages
+    assert [s.name for s in search.search.settings] == SETTINGS
+    assert [len(s.values) for s in search.search.settings] == [5, 5, 5, 5, 5, 4, 3, 2, 5, 5, 5, 5, 4, 5, 5, 5]
+    assert search.search.most_trials(3) == 3 * 74 and search.search.metric == M.VAL_ACC
+    base = study.stage_config(search)
+    assert (base.model.arch, base.model.spec, base.data.normalize, base.train.optimizer, base.train.lr,
+            base.train.batch_size, base.train.epochs, base.train.score_test) == (
+        "tutorial", TUTORIAL, "half", "sgd:momentum=0.9", 0.001, 4, 5, False)
+    assert base.train.recorded == (M.LOSS, M.VAL_ACC, M.VAL_LOSS)
+    assert study.repeats == 3 and dict(final.fixed) == {"score_test": True, "seed": 100}
+    # Every data set the search can ask for is prepared before it starts: the normalisations.
+    assert sorted(d.normalize for d in search.search.data_configs(base.to_flat())) == [
+        "const:mean=0.45:std=0.45", "const:mean=0.475:std=0.475", "dataset", "half", "none"]
+
+
+def test_architecture_values_rewrite_the_current_net():
+    net = Net.parse(TUTORIAL)
+    assert net.spec == TUTORIAL and net.fcs == (120, 84) and [c.kernel for c in net.convs] == [5, 5]
+    deeper = net.with_depth(3, 1).with_kernel(3)
+    assert deeper.spec == ("Conv-3x3x6,ReLU,MaxPool-2x2,Conv-3x3x16,ReLU,MaxPool-2x2,Conv-3x3x32-p1,ReLU,"
+                           "FC-120,ReLU")
+    varied = replace(deeper, pool="Avg", conv_bn=True, dropout=0.25).with_first_width(240)
+    assert varied.spec == ("Conv-3x3x6,BN,ReLU,AvgPool-2x2,Conv-3x3x16,BN,ReLU,AvgPool-2x2,Conv-3x3x32-p1,BN,ReLU,"
+                           "FC-240,ReLU,Dropout-0.25")
+    assert Net.parse(varied.spec) == varied
+    assert replace(net.with_depth(2, 0), dropout=0.5).spec.endswith("MaxPool-2x2,Dropout-0.5")
+    with pytest.raises(ValueError, match="not part of a plain"):
+        Net.parse("Conv-3x3x16-s2,ReLU")
+
+
+def score(param: dict) -> float:
+    """A synthetic validation accuracy: batch 8, one FC layer fewer and a 3x3 filter help."""
+    net = Net.parse(param["spec"])
+    return (0.5 + 0.04 * (param["batch_size"] == 8) + 0.03 * (len(net.fcs) == 1)
+            + 0.02 * (net.convs[0].kernel == 3) + 0.01 * param["seed"])
+
+
+def drive(search, scores=score):
+    asked, n = [], 0
+    while (suggestion := search.suggest(f"t{n}")) != Searcher.FINISHED:
+        param = suggestion["trial"]
+        asked.append(param)
+        search.on_trial_complete(f"t{n}", {M.VAL_ACC: scores(param)})
+        n += 1
+    return asked
+
+
+def test_the_study_feeds_the_searcher_one_setting_at_a_time():
+    study = get_study("coordinate").with_overrides({"repeats": "2"})
+    search = make_searcher(study, study.stages[0])
+    asked = drive(search)
+    groups = [(p["group"], p["repeat"]) for p in asked]
+    # The base (batch 4) first, then the other batch sizes; each config once, both seeds.
+    assert groups[:10] == [(f"batch_size={b}", r) for b in (4, 1, 6, 8, 10) for r in (0, 1)]
+    # Depth on top of batch 8: the tutorial net (conv2_fc2) is not trained again.
+    assert groups[10:18] == [(f"depth={d}", r) for d in ("conv1_fc2", "conv3_fc2", "conv2_fc1", "conv2_fc0")
+                             for r in (0, 1)]
+    assert {p["batch_size"] for p in asked[10:]} == {8}
+    # Later settings keep the net chosen: the filter sizes apply to the one-FC net.
+    filters = [p for p in asked if p["group"].startswith("filter_size=")]
+    assert [p["spec"] for p in filters[::2]] == [
+        f"Conv-{k}x{k}x6,ReLU,MaxPool-2x2,Conv-{k}x{k}x16,ReLU,MaxPool-2x2,FC-120,ReLU" for k in (3, 4, 6, 7)]
+    assert {p["seed"] for p in asked} == {0, 1} and not any(p["score_test"] for p in asked)
+    assert len(asked) == len({(p["group"], p["repeat"]) for p in asked})  # nothing asked twice
+    history = search.history()
+    assert [h["step"] for h in history] == SETTINGS
+    assert [h["chosen"] for h in history[:4]] == ["8", "conv2_fc1", "fc120", "3x3"]
+    # No other setting changes the score: every later step keeps its incumbent.
+    assert all(h["chosen"] == h["incumbent"] for h in history[4:])
+    assert search.best_config()["spec"] == "Conv-3x3x6,ReLU,MaxPool-2x2,Conv-3x3x16,ReLU,MaxPool-2x2,FC-120,ReLU"
+
+
+def record(param: dict, value: float, status: str = M.FINISHED) -> RunRecord:
+    config = {k: v for k, v in param.items() if k not in ("stage", "group", "repeat")}
+    curves = pd.DataFrame({M.STEP: [1], M.EPOCH: [1.0], M.VAL_ACC: [value]})
+    return RunRecord(param["stage"], "whatever", 0, config, curves, float("nan"), 1.0, status=status)
+
+
+def test_replay_reads_the_same_search_back_from_the_records():
+    study = get_study("coordinate").with_quick()
+    stage = study.stages[0]
+    live = make_searcher(study, stage)
+    asked = drive(live)
+    records = [record(p, score(p)) for p in asked][::-1]  # in any order
+    found = replay(make_searcher(study, stage), records)
+    assert isinstance(found, SearchRecords) and repr(found.history) == repr(live.history())  # NaN stds
+    assert [(r.group, r.repeat) for r in found] == [(p["group"], p["repeat"]) for p in asked]
+    assert found.best == live.best_config()
+    changes = found.best_changes()
+    assert changes == {"batch_size": 8, "spec": "Conv-3x3x6,ReLU,MaxPool-2x2,Conv-3x3x16,ReLU,MaxPool-2x2,FC-120,ReLU"}
+    # The final stage trains that config again on new seeds, and scores the test set.
+    final = study.stage_trials(study.stages[1], {"search": found})
+    assert [(t.group, t.config.train.seed, t.config.train.score_test) for t in final] == [("final", 100, True)]
+    assert {k: v for k, v in final[0].config.to_flat().items() if k in changes} == changes
+    # A failed trial is the worst score (as the live search counted it); a missing one means
+    # the search stopped early.
+    live, n, fails, kept = make_searcher(study, stage), 0, [], []
+    while (suggestion := live.suggest(f"t{n}")) != Searcher.FINISHED:
+        param = suggestion["trial"]
+        error = param["group"] == "depth=conv2_fc1"
+        fails += [param] if error else []
+        kept += [] if error else [record(param, score(param))]
+        live.on_trial_complete(f"t{n}", None if error else {M.VAL_ACC: score(param)}, error=error)
+        n += 1
+    failed = replay(make_searcher(study, stage), kept, errored=fails)
+    assert repr(failed.history) == repr(live.history()) and failed.history[1]["chosen"] == "conv2_fc2"
+    assert failed.history[1]["rows"][3]["failed"] == [{"repeat": 0, "why": "error"}]
+    from orchestrator.driver import SweepError
+    with pytest.raises(SweepError, match="stopped before depth=conv2_fc1_r0.*--resume"):
+        replay(make_searcher(study, stage), kept)
+    # A run that diverged is a failed one, whatever validation score it had before.
+    diverged = replay(make_searcher(study, stage), kept + [record(fails[0], 0.99, M.DIVERGED)])
+    assert diverged.history[1]["rows"][3]["failed"] == [{"repeat": 0, "why": M.DIVERGED}]
+    assert [h["chosen"] for h in diverged.history] == [h["chosen"] for h in live.history()]
+
+
+def test_search_stages_are_checked():
+    from search_spaces.search import Search, best_of
+    from search_spaces.study import Stage
+    with pytest.raises(ConfigError, match="unknown key"):
+        Setting("x", (("a", (("colour", 1),)),))
+    with pytest.raises(ConfigError, match="unique"):
+        Setting("x", (("a", ()), ("a", ())))
+    with pytest.raises(ConfigError, match="chooses on validation data"):
+        Search((Setting("x", (("a", ()),)),), metric=M.TEST_ACC)
+    with pytest.raises(ConfigError, match="no axes, variants"):
+        Stage("s", axes=(("lr", (0.1,)),), search=Search((Setting("x", (("a", ()),)),)))
+    with pytest.raises(ConfigError, match="not a search stage"):
+        best_of("search")({"search": []})
+    study = get_study("coordinate")
+    with pytest.raises(ConfigError, match="asks for its trials as it runs"):
+        study.stage_trials(study.stages[0], {})
+
+
+# --- quick sweeps through the command line ------------------------------------------------
+
+SIZES = {"train_subset": "200", "val_subset": "200", "test_subset": "200"}
+
+
+def small_study():
+    """The quick study cut to four settings of two values (one computed from the current
+    best, one a data setting), so that a sweep takes seconds."""
+    study = get_study("coordinate")
+    search, final = study.stages
+    settings = {s.name: s for s in search.search.settings}
+    keep = [("batch_size", ("4", "8")), ("depth", ("conv2_fc2", "conv2_fc1")), ("lr", ("x1", "x2")),
+            ("normalize", ("half", "dataset"))]
+    cut = tuple(replace(settings[name], values=tuple(v for v in settings[name].values if v[0] in labels))
+                for name, labels in keep)
+    return replace(study, stages=(replace(search, search=replace(search.search, settings=cut)), final))
+
+
+@pytest.fixture
+def small(monkeypatch):
+    import orchestrator.cli
+    study = small_study()
+    monkeypatch.setattr(orchestrator.cli, "get_study", lambda name: study)
+
+
+def sweep(out, data_dir, *extra):
+    return main(["sweep", "coordinate", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
+                 *[f"{k}={v}" for k, v in SIZES.items()], *extra])
+
+
+@pytest.mark.slow
+def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local, data_dir, tmp_path, small):
+    out = tmp_path / "coordinate"
+    assert sweep(out, data_dir, "repeats=2") == 0
+    steps, path = pd.read_csv(out / "steps.csv", dtype={"value": str}), pd.read_csv(out / "path.csv")
+    assert list(path["setting"]) == ["batch_size", "depth", "lr", "normalize", "final"]
+    assert steps.groupby("setting", sort=False)["value"].apply(list).to_dict() == {
+        "batch_size": ["4", "8"], "depth": ["conv2_fc2", "conv2_fc1"], "lr": ["x1", "x2"],
+        "normalize": ["half", "dataset"]}
+    assert (steps.groupby("step")["chosen"].sum() == 1).all() and (steps["n"] == 2).all()
+    assert steps["val_acc_mean"].between(0, 1).all() and steps["val_acc_std"].notna().all()
+    # The incumbent of every setting after the first is reused, not trained again.
+    assert steps[steps.step > 1].groupby("step")["reused"].sum().tolist() == [1, 1, 1]
+    assert path["trained"].tolist() == [2, 1, 1, 1, 2]
+    trials = pd.read_csv(out / "trials.csv")
+    search, final = trials[trials.stage == "search"], trials[trials.stage == "final"]
+    assert len(search) == 10 and search["test_acc"].isna().all()  # never touched the test set
+    assert len(final) == 2 and final["test_acc"].between(0, 1).all()
+    last = path.iloc[-1]
+    assert last["n"] == 2 and last["test_n"] == 2 and 0 <= last["test_acc_mean"] <= 1
+    assert path.iloc[:-1]["test_acc_mean"].isna().all()  # not scored: empty, never 0
+    import json
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["chosen_on"].startswith("validation") and best["test_acc"]["n"] == 2
+    assert (out / "path.png").stat().st_size > 20000
+    page = (out / "report.md").read_text()
+    assert "*test not scored*" in page and "The path of choices" in page
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
+    assert (out / "report.md").read_text().count("The path of choices") == 1
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_continues_with_resume(ray_local, data_dir, tmp_path, small):
+    """Interrupt the sweep (SIGUSR1, as Ctrl-C) once the first setting's trials are done;
+    --resume finishes the search without running any finished trial again."""
+    out = tmp_path / "coordinate"
+
+    def finished() -> list:
+        return [p for p in (out / "search").glob("*/result.json") if '"done_training": 1' in p.read_text()]
+
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline and len(finished()) < 2:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
+    try:
+        threading.Thread(target=watch, daemon=True).start()
+        assert sweep(out, data_dir, "repeats=1") == 1  # the search was interrupted: exit 1, --resume
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    done = {p.parent.name: p.read_text() for p in finished()}
+    assert 2 <= len(done) < 5 and not (out / "path.csv").exists()
+    assert main(["sweep", "coordinate", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
+    for name, text in done.items():  # finished trials were not run again
+        assert (out / "search" / name / "result.json").read_text() == text, name
+    folders = [p.name.rsplit("_", 1)[0] for p in (out / "search").iterdir() if (p / "result.json").exists()]
+    assert len(folders) == len(set(folders)) == 5  # each config asked for once: base + one value a setting
+    path = pd.read_csv(out / "path.csv")
+    assert list(path["setting"]) == ["batch_size", "depth", "lr", "normalize", "final"]
+    assert path.iloc[-1]["test_n"] == 1
