@@ -22,21 +22,20 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.collect import collect, failures, serve, trial_rows
+from orchestrator.cost import longest_first, trial_work
 from orchestrator.provenance import provenance
 from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
-from results.aggregate import RunRecord, prefix_record
 from results.io import write_csv, write_json
-from search_spaces.study import Run, Study, Trial, plan_runs
+from search_spaces.study import Run, Study, plan_runs
 from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
-from workloads.models import multiply_adds
 
 TRIALS_FILE = "trials.csv"      # one row per trial: status, test accuracy, where it ran
 
@@ -47,7 +46,7 @@ class SweepError(RuntimeError):
     def __init__(self, headline: str, details: str = "", failed: list | None = None):
         super().__init__(headline + (f": {details}" if details else ""))
         self.headline = headline     # what failed, without the errors' text
-        self.failed = failed or []   # driver.failures(): each failed trial, why, its last metrics
+        self.failed = failed or []   # orchestrator.collect.failures(): each failed trial, why, its last metrics
 
 
 @dataclass(frozen=True)
@@ -213,35 +212,6 @@ class DataSets:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def estimated_cost(cfg, cache: dict | None = None) -> float:
-    """Multiply-adds of a whole run: about three forward passes (forward and backward)
-    per trained image, one per evaluated image. `cache` keeps one count per model."""
-    cache = {} if cache is None else cache
-    key = (cfg.model, cfg.data.in_shape)
-    if key not in cache:
-        cache[key] = multiply_adds(cfg.model.build(cfg.data.in_shape), cfg.data.in_shape)
-    steps, _, evaluated = cfg.work()
-    return cache[key] * (3 * steps * cfg.train.batch_size + evaluated)
-
-
-def trial_work(params: list[dict]) -> dict:
-    """{trial name: (estimated cost, training steps)} of Tune params; a pack costs what its members do."""
-    from orchestrator.packed import PACK
-    from orchestrator.trainable import trial_config, trial_name
-    cache: dict = {}
-    return {trial_name(p): (sum(estimated_cost(trial_config(m), cache) for m in p.get(PACK, [p])),
-                            trial_config(p).work()[0]) for p in params}
-
-
-def longest_first(params: list[dict], work: dict | None = None) -> list[dict]:
-    """Tune params in descending estimated cost (ties keep their order), which Tune
-    starts in that order: longest first, so that a stage does not end with one long
-    trial on one worker while the others idle (the LPT rule)."""
-    from orchestrator.trainable import trial_name
-    work = work or trial_work(params)
-    return sorted(params, reverse=True, key=lambda p: work[trial_name(p)][0])
-
-
 def run_param(run: Run) -> dict:
     """The dict Tune stores as a run's config: its first trial's names, the run's flat config."""
     t = run.trials[0]
@@ -251,16 +221,17 @@ def run_param(run: Run) -> dict:
 def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
     from ray import tune
 
-    from orchestrator.trainable import run_trial
     params = [run_param(r) for r in runs]
     if opts.repeats_per_trial > 1:  # packed repeats: orchestrator/packed.py
-        from orchestrator.packed import pack_params, run_pack
-        run_trial, params = run_pack, pack_params(params, opts.repeats_per_trial, log=True)
+        from orchestrator.packed import pack_params, run_pack as trial_fn
+        params = pack_params(params, opts.repeats_per_trial, log=True)
+    else:
+        from orchestrator.trainable import run_trial as trial_fn
     work = trial_work(params)
     params = longest_first(params, work)
     stage = runs[0].trials[0].stage
     path = experiment_path(opts, stage)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, data=data),
                                     {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
     if opts.resume and restorable(path):
         # Finished trials stay finished; the rest continue from their last checkpoint.
@@ -292,71 +263,6 @@ def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
 def _trial_name(trial) -> str:
     from orchestrator.trainable import trial_name
     return trial_name(trial.config["trial"])
-
-
-def failure(result) -> str | None:
-    """Why a Tune result holds no finished run (its error's last line, or "unfinished"), else None."""
-    if result.error is not None:
-        return str(result.error).strip().splitlines()[-1]
-    if result.checkpoint is None or not (result.metrics or {}).get(M.DONE):
-        return "unfinished"
-    return None
-
-
-def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
-    """{run name: RunRecord} of the runs that ended (finished or diverged), and one line
-    for each failed one."""
-    from orchestrator.trainable import load_meta, load_weights, trial_name
-    records, failed = {}, []
-    for result in grid:
-        param = result.config["trial"]
-        reason = failure(result)
-        if reason:
-            failed.append(f"{trial_name(param)}: {reason}")
-            continue
-        records[trial_name(param)] = run_record(param, load_meta(result.checkpoint),
-                                                float(result.metrics.get("time_total_s", 0.0)),
-                                                partial(load_weights, result.checkpoint))
-    return records, failed
-
-
-def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
-    """An ended run as aggregation sees it, from its Tune params and final checkpoint's
-    metadata (every record, also those from before a restore, the final metrics and
-    first-layer weights). Its weights stay on disk: `weights()` loads them."""
-    final = meta["final"]
-    return RunRecord(
-        stage=param["stage"], group=param["group"], repeat=param["repeat"],
-        config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-        curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
-        first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
-        parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
-        diverged_at=final.get(M.DIVERGED_AT))
-
-
-def serve(record: RunRecord, run: Run) -> list[RunRecord]:
-    """The results of every trial a run served: itself, identical trials, shorter prefixes."""
-    out = []
-    for t in run.trials:
-        r = record if t.config.train.epochs == run.config.train.epochs else \
-            prefix_record(record, t.config.train.epochs, t.config.to_flat())
-        out.append(replace(r, stage=t.stage, group=t.group, repeat=t.repeat, config=t.config.to_flat(),
-                           changes=t.changes))
-    return out
-
-
-def trial_rows(grid) -> list[dict]:
-    """One row per trial: its status, test accuracy and where its last attempt ran."""
-    from orchestrator.trainable import PLACEMENT, trial_name
-    rows = []
-    for result in grid:
-        param, m = result.config["trial"], result.metrics or {}
-        status = ("error" if result.error else "unfinished" if not m.get(M.DONE)
-                  else M.DIVERGED if m.get(M.STATUS) == M.DIVERGED else "done")
-        rows.append({"stage": param["stage"], "trial": trial_name(param), "status": status,
-                     M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get("time_total_s"),
-                     **{k: m.get(k) for k in ("hostname", "node_ip", "pid") + PLACEMENT}})
-    return rows
 
 
 def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=None) -> dict:
@@ -425,14 +331,6 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
     diverged = [f"{r.group}_r{r.repeat} (step {r.diverged_at})" for recs in results.values()
                 for r in recs if r.status == M.DIVERGED]
     return {"results": results, "diverged": diverged, "report_s": seconds, **extras}
-
-
-def failures(grid, stage: str) -> list[dict]:
-    """Each trial that did not end, with why and its last reported metrics (a pack's are its means)."""
-    from orchestrator.trainable import trial_name
-    return [{"stage": stage, "run": trial_name(r.config["trial"]), "reason": failure(r),
-             "last": {k: (r.metrics or {}).get(k) for k in (M.STEP, M.EPOCH, M.LOSS, M.VAL_ACC)}}
-            for r in grid if failure(r)]
 
 
 def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets: DataSets, done: dict,

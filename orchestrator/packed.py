@@ -96,7 +96,7 @@ def run_pack(config: dict, data: dict) -> None:
 
 def collect(grid) -> tuple[dict, list[str]]:
     """{run name: RunRecord} of every ended repeat (packed or not), and one line per failed trial."""
-    from orchestrator.driver import collect as collect_single, failure, run_record
+    from orchestrator.collect import collect as collect_single, failure, run_record
     results = list(grid)
     records, failed = collect_single([r for r in results if PACK not in r.config["trial"]])
     for result in results:

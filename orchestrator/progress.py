@@ -4,7 +4,7 @@
     [part3] train: 4/10 done, 2 running, 4 waiting | 47% of the work | 0:41 elapsed, ETA 0:46
 
 The share of work weighs each trial by the driver's estimate of its cost
-(driver.estimated_cost) and counts a running trial by the steps it has done. The
+(orchestrator/cost.py) and counts a running trial by the steps it has done. The
 ETA assumes the rest goes at this stage's pace so far; work that a resumed stage
 found already done does not count towards the pace.
 """

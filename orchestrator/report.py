@@ -27,7 +27,7 @@ from results.io import write_pickle
 from search_spaces.search import SearchRecords
 from workloads.config import ConfigError
 
-RECORDS_FILE = "records.pkl"    # {"results": {stage: [RunRecord]}, "failed": [driver.failures()]}
+RECORDS_FILE = "records.pkl"    # {"results": {stage: [RunRecord]}, "failed": [orchestrator.collect.failures()]}
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume and `report` rebuild the same study
 DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
 

@@ -28,8 +28,8 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
-from orchestrator.driver import (TRIALS_FILE, SweepError, collect, experiment_path, failure, restorable,
-                                 trial_rows, trials_at_once)
+from orchestrator.collect import collect, failure, trial_rows
+from orchestrator.driver import TRIALS_FILE, SweepError, experiment_path, restorable, trials_at_once
 from results.aggregate import RunRecord
 from results.io import write_csv
 from search_spaces.search import SEED, SearchRecords, canonical

@@ -149,7 +149,7 @@ def _part1(aggs: dict, out: Path, rows: list, figures: list) -> None:
     longest = max(aggs.values(), key=lambda a: a.runs[0].config["epochs"])
     tests = [(row.epochs, row.test_acc_mean) for row in table.itertuples()]
     path = out / "part1.png"
-    title = f"part1: the tutorial's net, trained the tutorial's way (test accuracy at each length: dots)"
+    title = "part1: the tutorial's net, trained the tutorial's way (test accuracy at each length: dots)"
     plot_pairs([("loss", {longest.group: longest}, (M.LOSS, M.VAL_LOSS)),
                 ("accuracy", {longest.group: longest}, (M.TRAIN_ACC, M.VAL_ACC))], path, title,
                marks={1: {longest.group: tests}})

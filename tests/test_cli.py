@@ -1,11 +1,9 @@
 """The command line: in-process for errors and plans, end to end through real
 Ray Tune in quick form."""
 import json
-import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -358,7 +358,7 @@ def test_computed_candidates_are_checked_and_fingerprinted_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"candidate x: key\(s\) \['batchsize'\] are not settings"):
         CoordinateSearch(BASE, bad)
     search = CoordinateSearch(BASE, RELATIVE, repeats=1, make_config=asked)
-    first = search.suggest("t0")
+    search.suggest("t0")
     search.save(tmp_path / "state.pkl")
     # A search built again (as Tuner.restore does from tuner.pkl) accepts the state: partials
     # with the same function and arguments are the same plan; other arguments are not.

@@ -15,7 +15,8 @@ from scipy import stats as st
 from results.aggregate import RunRecord, aggregate_groups
 from results.comparisons import against_reference, between_runs, reference_pairs
 from results.document import compact_table, group_table, overrides_of, study_document, versus_table
-from results.html import DASH, write_report
+from results.cells import DASH
+from results.html import write_report
 from search_spaces import get_study
 from test_html import Page, png
 from workloads import metrics as M

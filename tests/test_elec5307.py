@@ -167,7 +167,7 @@ def test_part2_choice_with_repeats_uses_one_standard_error_of_the_mean():
 def test_the_grids_shared_prefixes_score_what_separate_runs_of_each_length_score(raw):
     """part2 as planned (tutorial net, batch 4, constant rate), on 400 images: the one 4-epoch
     run serves lengths 1, 2 and 4 with the validation and test accuracy separate runs give."""
-    from orchestrator.driver import serve
+    from orchestrator.collect import serve
     from workloads.data import prepare
     from workloads.train import train
     sizes = {"train_subset": 400, "val_subset": 200, "test_subset": 200, "train_eval_size": 100}

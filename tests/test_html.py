@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from results.html import (DASH, Details, Document, Figure, Missing, Paragraph, Section, Table, fmt_ci,
-                          fmt_mean_sd, fmt_num, fmt_p, format_cell, write_report)
+from results.cells import DASH, Missing, fmt_ci, fmt_mean_sd, fmt_num, fmt_p, format_cell
+from results.html import Details, Document, Figure, Paragraph, Section, Table, write_report
 from results.stats import compare, summarize
 
 SCRIPT = "<script>alert(1)</script>"

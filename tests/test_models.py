@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from workloads.models import ARCHS, build_from_spec, build_model, count_parameters, first_layer
+from workloads.models import build_from_spec, build_model, count_parameters, first_layer
 
 GRAY = (1, 32, 32)  # the assignment's inputs
 # The assignment's counts for each architecture (grayscale).

@@ -82,7 +82,7 @@ def test_data_sets_are_prepared_ahead_only_for_stages_known_in_advance(raw):
 
 
 def test_stages_start_their_longest_trials_first():
-    from orchestrator.driver import estimated_cost, longest_first
+    from orchestrator.cost import estimated_cost, longest_first
     from orchestrator.packed import PACK
     base = TrialConfig().override(TINY)
     params = [Trial("s", arch, r, base.override({"arch": arch, "seed": r})).to_param()

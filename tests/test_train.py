@@ -130,11 +130,9 @@ def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
     """One 4-epoch run with snapshots at 1 and 2 gives, for each length, the validation and
     test accuracy that a separate run of that length gives: the same steps in the same order
     (nothing here depends on the run's length), so the same numbers, exactly."""
-    from dataclasses import replace
-
     import pandas as pd
 
-    from orchestrator.driver import serve
+    from orchestrator.collect import serve
     from results.aggregate import RunRecord
     from search_spaces.study import Trial, plan_runs
     per_epoch = {"record_unit": "epoch", "record_every": 1, "metrics": "val_acc", "arch": "cnn_3",

@@ -29,7 +29,6 @@ refuses, rather than guesses, when a config grows a field it does not know).
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from workloads.components import OPTIMIZERS
-from workloads.config import SECTIONS, ConfigError, TrialConfig
+from workloads.config import ConfigError, TrialConfig
 from workloads.data import PreparedData
 from workloads.models import count_parameters, first_layer
 from workloads.train import Accel, DeviceData, Outcome, PackReport, memory_format, run

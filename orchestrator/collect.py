@@ -1,0 +1,90 @@
+"""What a finished Tune experiment leaves, as the records aggregation reads: one RunRecord
+per ended run (curves, scores and first-layer weights from its checkpoint's metadata;
+the full weights stay on disk), one row per trial for trials.csv, and why each failed
+trial failed.
+
+    records, failed = collect(grid)   # grid: the ResultGrid of one stage's Tuner.fit()
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+import pandas as pd
+
+from results.aggregate import RunRecord, prefix_record
+from search_spaces.study import Run
+from workloads import metrics as M
+
+
+def failure(result) -> str | None:
+    """Why a Tune result holds no finished run (its error's last line, or "unfinished"), else None."""
+    if result.error is not None:
+        return str(result.error).strip().splitlines()[-1]
+    if result.checkpoint is None or not (result.metrics or {}).get(M.DONE):
+        return "unfinished"
+    return None
+
+
+def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
+    """{run name: RunRecord} of the runs that ended (finished or diverged), and one line
+    for each failed one."""
+    from orchestrator.trainable import load_meta, load_weights, trial_name
+    records, failed = {}, []
+    for result in grid:
+        param = result.config["trial"]
+        reason = failure(result)
+        if reason:
+            failed.append(f"{trial_name(param)}: {reason}")
+            continue
+        records[trial_name(param)] = run_record(param, load_meta(result.checkpoint),
+                                                float(result.metrics.get("time_total_s", 0.0)),
+                                                partial(load_weights, result.checkpoint))
+    return records, failed
+
+
+def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
+    """An ended run as aggregation sees it, from its Tune params and final checkpoint's
+    metadata (every record, also those from before a restore, the final metrics and
+    first-layer weights). Its weights stay on disk: `weights()` loads them."""
+    final = meta["final"]
+    return RunRecord(
+        stage=param["stage"], group=param["group"], repeat=param["repeat"],
+        config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
+        curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
+        first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
+        parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
+        diverged_at=final.get(M.DIVERGED_AT))
+
+
+def serve(record: RunRecord, run: Run) -> list[RunRecord]:
+    """The results of every trial a run served: itself, identical trials, shorter prefixes."""
+    out = []
+    for t in run.trials:
+        r = record if t.config.train.epochs == run.config.train.epochs else \
+            prefix_record(record, t.config.train.epochs, t.config.to_flat())
+        out.append(replace(r, stage=t.stage, group=t.group, repeat=t.repeat, config=t.config.to_flat(),
+                           changes=t.changes))
+    return out
+
+
+def trial_rows(grid) -> list[dict]:
+    """One row per trial: its status, test accuracy and where its last attempt ran."""
+    from orchestrator.trainable import PLACEMENT, trial_name
+    rows = []
+    for result in grid:
+        param, m = result.config["trial"], result.metrics or {}
+        status = ("error" if result.error else "unfinished" if not m.get(M.DONE)
+                  else M.DIVERGED if m.get(M.STATUS) == M.DIVERGED else "done")
+        rows.append({"stage": param["stage"], "trial": trial_name(param), "status": status,
+                     M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get("time_total_s"),
+                     **{k: m.get(k) for k in ("hostname", "node_ip", "pid") + PLACEMENT}})
+    return rows
+
+
+def failures(grid, stage: str) -> list[dict]:
+    """Each trial that did not end, with why and its last reported metrics (a pack's are its means)."""
+    from orchestrator.trainable import trial_name
+    return [{"stage": stage, "run": trial_name(r.config["trial"]), "reason": failure(r),
+             "last": {k: (r.metrics or {}).get(k) for k in (M.STEP, M.EPOCH, M.LOSS, M.VAL_ACC)}}
+            for r in grid if failure(r)]
