@@ -275,12 +275,18 @@ def cmd_sweep(args, argv) -> int:
 
 def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     """A sweep's last lines: test accuracy per group, what diverged, where the report is."""
-    from results.document import compact_table, distinct_runs
-    runs = distinct_runs([r for recs in summary["results"].values() for r in recs])
+    from results.aggregate import aggregate_groups
+    from results.document import compact_table, distinct_runs, unscored
+    records = [r for recs in summary["results"].values() for r in recs]
+    runs = distinct_runs(records)
     finished = sum(r.finished for r in runs)
-    lines = [compact_table(study, summary["results"]).astype(str).to_string(index=False),
-             f"finished: {finished} of {len(runs)} runs" + (f", {len(runs) - finished} diverged"
-                                                             if finished < len(runs) else "")]
+    blind = sum(unscored(a) for a in aggregate_groups(records, select=study.select).values())
+    table = compact_table(study, summary["results"])
+    lines = [table.astype(str).to_string(index=False)] if len(table) else []
+    if blind:
+        lines.append(f"(and {blind} groups that left the test set alone: their validation accuracy is in the report)")
+    lines.append(f"finished: {finished} of {len(runs)} runs"
+                 + (f", {len(runs) - finished} diverged" if finished < len(runs) else ""))
     lines += [f"diverged: {line}" for line in summary.get("diverged", [])]
     lines += [f"report: {out / 'report.html'} and report.md (written in {summary['report_s']:.1f} s)",
               f"results in {out}"]

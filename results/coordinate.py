@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
+from results.cells import Missing, fmt_mean_sd, fmt_num
 from results.io import write_csv, write_json
 from results.search_plots import plot_search_path
 from workloads import metrics as M
@@ -63,6 +64,35 @@ def path_table(history: list[dict], final=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def page_path(path: pd.DataFrame) -> pd.DataFrame:
+    """path.csv as the report shows it: mean and spread in one cell, numbers rounded, so
+    that the table fits the page's width; the search's rows say their test set was not scored."""
+    test = path.get("test_acc_mean", pd.Series(np.nan, index=path.index))
+    test_sd = path.get("test_acc_std", pd.Series(np.nan, index=path.index))
+    return pd.DataFrame({
+        "step": path["step"], "setting": path["setting"], "kept": path["kept"], "was": path["was"],
+        "validation (mean \u00b1 sd)": [fmt_mean_sd(m, s) for m, s in zip(path["val_acc_mean"], path["val_acc_std"])],
+        "n": path["n"], "gain": [fmt_num(g, signed=True) for g in path["gain"]],
+        "noise": [fmt_num(x) for x in path["noise"]], "trained": path["trained"],
+        "test (mean \u00b1 sd)": [fmt_mean_sd(m, s, why=None) if pd.notna(m) else Missing("not scored")
+                                 for m, s in zip(test, test_sd)]})
+
+
+def page_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """steps.csv as the report shows it: the decision in words (reused and failed repeats
+    included) instead of four columns of flags."""
+    def decision(row) -> str:
+        words = ("reused; " if row.reused else "") + row.why
+        return words + (f" (failed: {row.failed})" if isinstance(row.failed, str) and row.failed else "")
+
+    return pd.DataFrame({
+        "step": steps["step"], "setting": steps["setting"], "value": steps["value"],
+        "changes": steps["changes"], "n": steps["n"],
+        "validation (mean \u00b1 sd)": [fmt_mean_sd(m, s) for m, s in
+                                       zip(steps["val_acc_mean"], steps["val_acc_std"])],
+        "decision": [decision(r) for r in steps.itertuples()]})
+
+
 def _finite(value):
     return float(value) if value is not None and np.isfinite(value) else None
 
@@ -94,9 +124,10 @@ def coordinate_report(results: dict, out: Path, study) -> dict:
     notes = [f"The search chose on validation accuracy (mean over {study.repeats} repeat(s)) and never scored "
              f"the test set: its groups have no test accuracy. The final configuration ({describe(changes)}) "
              f"was trained again on seeds the search never used; its runs are the study's only test-set scores."]
-    tables = [(path, "The path of choices: per setting, the value kept, its validation accuracy, and the gain of "
+    tables = [(page_path(path), "The path of choices: per setting, the value kept, its validation accuracy, and the gain of "
                      "the best challenger against the noise it had to beat; last, the final runs"),
-              (steps, "Every value of every setting, in the order tried (reused: its results came from an "
-                      "earlier setting)")]
+              (page_steps(steps), "Every value of every setting, in the order tried (reused: its results came "
+                                  "from an earlier setting; the rule: the best challenger replaces the value kept "
+                                  "only if its mean is higher by more than the noise)")]
     return {"summary": path, "steps": steps, "final": table, "figures": [(figure, caption)],
             "best_changes": describe(changes), "notes": notes, "tables": tables}

@@ -142,6 +142,8 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
     any_diverged = any(a.n_diverged for a in aggs.values())
     rows = []
     for g, a in aggs.items():
+        if unscored(a):  # a search's groups: their validation accuracy is in the study's own tables
+            continue
         first = a.runs[0]
         s = summarize(a.test_accs) if a.n_test else None  # none when no finished run scored the test set
         row = {"group": g}
@@ -152,7 +154,7 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
         if any_diverged:
             row["diverged"] = f"{a.n_diverged} of {len(a.runs)}" if a.n_diverged else "0"
         row.update({
-            "mean": fmt_num(s.mean) if s else Missing(nowrap("no finished run" if not a.n else "test not scored")),
+            "mean": fmt_num(s.mean) if s else Missing(nowrap("no finished run")),
             "sd": fmt_num(s.std) if s else Missing(),
             "95% CI": fmt_ci(s.ci_low, s.ci_high, why=nowrap("n = 1: none")) if s else Missing(),
             "best": fmt_num(s.best) if s else Missing(),
@@ -160,6 +162,11 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
             "training s": format(float(np.mean([r.train_seconds for r in a.runs])), ".3g")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def unscored(agg) -> bool:
+    """A group whose runs finished and left the test set alone (`score_test=false`)."""
+    return bool(agg.n) and not agg.n_test
 
 
 def compact_table(study, results: dict) -> pd.DataFrame:
@@ -178,6 +185,11 @@ def group_note(study, aggs: dict) -> str:
     if any(a.n_diverged for a in aggs.values()):
         note += (" Runs that diverged have no test accuracy: they are not in these means and are listed under "
                  "'Runs that diverged or failed'.")
+    blind = [g for g, a in aggs.items() if unscored(a)]
+    if blind:
+        note += (f" Not in this table: the {len(blind)} groups that left the test set alone "
+                 f"(score_test=false: {blind[0]}, ...), chosen between on validation accuracy; their "
+                 f"validation accuracy is in the tables below.")
     return note
 
 

@@ -219,7 +219,7 @@ def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local
     assert best["chosen_on"].startswith("validation") and best["test_acc"]["n"] == 2
     assert (out / "path.png").stat().st_size > 20000
     page = (out / "report.md").read_text()
-    assert "*test not scored*" in page and "The path of choices" in page
+    assert "groups that left the test set alone (score_test=false" in page and "The path of choices" in page
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
     assert (out / "report.md").read_text().count("The path of choices") == 1
@@ -256,3 +256,29 @@ def test_an_interrupted_search_continues_with_resume(ray_local, data_dir, tmp_pa
     path = pd.read_csv(out / "path.csv")
     assert list(path["setting"]) == ["batch_size", "depth", "lr", "normalize", "final"]
     assert path.iloc[-1]["test_n"] == 1
+
+
+def test_the_page_tables_fit_a_page_and_keep_every_number():
+    """The path and step tables as the report shows them: mean and sd in one cell, the decision
+    in words, the search's rows 'not scored' (never 0), the final row's test accuracy."""
+    from results.cells import Missing
+    from results.coordinate import page_path, page_steps
+    path = pd.DataFrame([
+        {"step": 1, "setting": "batch_size", "kept": "4", "was": "4", "changed": False, "val_acc_mean": 0.5921,
+         "val_acc_std": 0.0071, "n": 2, "gain": 0.0035, "noise": 0.0055, "trained": 5},
+        {"step": 2, "setting": "final", "kept": "the search's best, new seeds", "val_acc_mean": 0.589,
+         "val_acc_std": 0.005, "n": 2, "trained": 2, "test_acc_mean": 0.5886, "test_acc_std": 0.0026, "test_n": 2}])
+    shown = page_path(path)
+    assert shown.columns.tolist() == ["step", "setting", "kept", "was", "validation (mean \u00b1 sd)", "n", "gain",
+                                      "noise", "trained", "test (mean \u00b1 sd)"]
+    assert shown.iloc[0]["validation (mean \u00b1 sd)"] == "0.592 \u00b1 0.007" and shown.iloc[0]["gain"] == "+0.004"
+    assert shown.iloc[0]["test (mean \u00b1 sd)"] == Missing("not scored")
+    assert shown.iloc[1]["test (mean \u00b1 sd)"] == "0.589 \u00b1 0.003"
+    steps = pd.DataFrame([
+        {"step": 1, "setting": "batch_size", "value": "4", "changes": "batch_size=4", "n": 2, "val_acc_mean": 0.59,
+         "val_acc_std": 0.01, "chosen": True, "reused": True, "failed": "", "why": "incumbent kept"},
+        {"step": 1, "setting": "batch_size", "value": "1", "changes": "batch_size=1", "n": 2, "val_acc_mean": 0.47,
+         "val_acc_std": None, "chosen": False, "reused": False, "failed": "r1: diverged", "why": "not taken"}])
+    rows = page_steps(steps).to_dict("records")
+    assert [r["decision"] for r in rows] == ["reused; incumbent kept", "not taken (failed: r1: diverged)"]
+    assert rows[1]["validation (mean \u00b1 sd)"] == "0.470 \u00b1 \u2014"

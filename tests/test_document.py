@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,22 @@ def test_page_lists_what_did_not_finish_and_the_figures(tmp_path):
     # a sweep started from Python has no command line
     doc = study_document(STUDY, {"train": RECORDS}, provenance={**provenance, "argv": None})
     assert doc.provenance["command"] == "run_study(), from Python"
+
+
+def test_groups_that_left_the_test_set_alone_are_counted_under_the_table_not_listed():
+    """A search's groups (score_test=false) have no test accuracy to show: the table keeps the
+    groups that do, and its note (and the terminal's lines) say how many were left out and why."""
+    from dataclasses import replace
+
+    from orchestrator.cli import closing_lines
+    blind = [replace(record("mlp_1", r, 0.5, changes=f"lr={lr}", lr=lr), group=g, test_acc=NAN, stage="search")
+             for g, lr in (("lr_a", 0.1), ("lr_b", 0.2)) for r in range(2)]
+    records = blind + RECORDS
+    aggs = aggregate_groups(records, select=STUDY.select)
+    table = group_table(STUDY, aggs, {r.group: r.stage for r in records})
+    assert list(table["group"]) == ["mlp_1", "cnn_3", "cnn_4"]
+    note = study_document(STUDY, {"search": blind, "train": RECORDS}).sections[1].blocks[0].note
+    assert "Not in this table: the 2 groups that left the test set alone (score_test=false: lr_a, ...)" in note
+    lines = closing_lines(STUDY, {"results": {"search": blind, "train": RECORDS}, "report_s": 0.5}, Path("x"))
+    assert "(and 2 groups that left the test set alone: their validation accuracy is in the report)" in lines
+    assert not any(line.lstrip().startswith("lr_a") for line in "\n".join(lines).splitlines())
