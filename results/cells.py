@@ -79,3 +79,9 @@ def format_cell(value, spec: Union[str, Callable[[Any], Any], None] = None) -> s
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else ("\u221e" if value > 0 else "-\u221e")
     return str(value)
+
+
+def mean_sd_column(frame, prefix: str) -> list:
+    """A table's `<prefix>_mean` and `<prefix>_std` columns as one column of 'mean ± sd' cells,
+    for a page (the CSV keeps both numbers)."""
+    return [fmt_mean_sd(m, s) for m, s in zip(frame[f"{prefix}_mean"], frame[f"{prefix}_std"])]

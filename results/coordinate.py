@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
-from results.cells import Missing, fmt_mean_sd, fmt_num
+from results.cells import Missing, fmt_mean_sd, fmt_num, mean_sd_column
 from results.io import write_csv, write_json
 from results.search_plots import plot_search_path
 from workloads import metrics as M
@@ -71,7 +71,7 @@ def page_path(path: pd.DataFrame) -> pd.DataFrame:
     test_sd = path.get("test_acc_std", pd.Series(np.nan, index=path.index))
     return pd.DataFrame({
         "step": path["step"], "setting": path["setting"], "kept": path["kept"], "was": path["was"],
-        "validation (mean \u00b1 sd)": [fmt_mean_sd(m, s) for m, s in zip(path["val_acc_mean"], path["val_acc_std"])],
+        "validation (mean \u00b1 sd)": mean_sd_column(path, "val_acc"),
         "n": path["n"], "gain": [fmt_num(g, signed=True) for g in path["gain"]],
         "noise": [fmt_num(x) for x in path["noise"]], "trained": path["trained"],
         "test (mean \u00b1 sd)": [fmt_mean_sd(m, s, why=None) if pd.notna(m) else Missing("not scored")
@@ -88,8 +88,7 @@ def page_steps(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "step": steps["step"], "setting": steps["setting"], "value": steps["value"],
         "changes": steps["changes"], "n": steps["n"],
-        "validation (mean \u00b1 sd)": [fmt_mean_sd(m, s) for m, s in
-                                       zip(steps["val_acc_mean"], steps["val_acc_std"])],
+        "validation (mean \u00b1 sd)": mean_sd_column(steps, "val_acc"),
         "decision": [decision(r) for r in steps.itertuples()]})
 
 

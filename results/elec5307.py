@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
+from results.cells import mean_sd_column
 from results.grid_plots import plot_heatmaps, plot_pairs
 from results.io import save_weights, write_csv, write_json
 from results.plots import BAND, plot_comparison
@@ -129,10 +130,24 @@ def report(results: dict, out: Path, study, families=()) -> dict:
     if "part3" in results:
         _part3(_stage_aggs(aggs, results["part3"]), out, rows, folded, families)
     found = pd.DataFrame(rows)
-    caption = ("What the study found, part by part: validation and test accuracy over repeats (mean, sample "
+    caption = ("What the study found, part by part: validation and test accuracy over repeats (mean \u00b1 sample "
                "standard deviation, n), training seconds per epoch and in total, evaluation excluded")
-    return {"summary": found, "figures": figures, "notes": notes, "tables": [(found, caption)] if rows else [],
+    return {"summary": found, "figures": figures, "notes": notes,
+            "tables": [(page_found(found), caption)] if rows else [],
             "folded": [("part3: each ablation family against the baseline", folded)] if folded else []}
+
+
+def page_found(found: pd.DataFrame) -> pd.DataFrame:
+    """The findings as the report shows them: mean and sd in one cell, seconds to 3 digits,
+    the diverged column only where a run diverged, so that the table fits the page."""
+    shown = found[["part", "what", "group", "changes", "n"]].copy()
+    if (found["diverged"] != 0).any():
+        shown["diverged"] = found["diverged"]
+    shown["validation (mean \u00b1 sd)"] = mean_sd_column(found, "val_acc")
+    shown["test (mean \u00b1 sd)"] = mean_sd_column(found, "test_acc")
+    for column, name in (("train_s_per_epoch", "training s / epoch"), ("train_s_total", "training s")):
+        shown[name] = [format(float(x), ".3g") if pd.notna(x) else None for x in found[column]]
+    return shown
 
 
 def _stage_aggs(aggs: dict, records) -> dict:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from urllib.parse import quote
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
@@ -206,7 +207,7 @@ th,td{padding:.3rem .65rem;border-bottom:1px solid #e3e3e3;text-align:left;verti
 thead th{border-bottom:2px solid #999}
 tbody tr:nth-child(even){background:#f7f8fa}
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.missing{color:#777}.num.missing{white-space:normal}
+.missing{color:#777}.num.missing,th.num{white-space:normal}
 .note{color:#555;font-size:.9rem;margin-top:-.5rem}
 figure{margin:1.5rem 0}img{max-width:100%;height:auto;display:block}
 figcaption{color:#444;font-size:.92rem;margin-top:.3rem}
@@ -234,7 +235,7 @@ addEventListener("beforeprint",()=>document.querySelectorAll("details").forEach(
 </tr></thead>
 <tbody>
 {%- for row in b.rows %}
-<tr>{% for cell in row %}<td{% if cell.cls %} class="{{ cell.cls }}"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
+<tr>{% for cell in row %}<td{% if cell.cls %} class="{{ cell.cls }}"{% endif %}>{{ cell.text if "num" in cell.cls else cell.text | breakable }}</td>{% endfor %}</tr>
 {%- endfor %}
 </tbody></table></div>
 {%- if b.note %}
@@ -276,7 +277,21 @@ def _embed(fig: Figure) -> dict:
             "width": width, "height": height}
 
 
-_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(_TEMPLATE)
+_BREAK_AFTER = re.compile(r"([_,=/])(?=\S)")
+_LONG_WORD = re.compile(r"\S{17,}")   # shorter names ("cross_entropy") stay whole
+
+
+def _breakable(text: str) -> markupsafe.Markup:
+    """Escaped text in which every long word gets a line-break opportunity (<wbr>) after
+    _ , = and /, so that a long name ("landscape_vgg_a_bn_lr0.0001", a layer spec) wraps
+    instead of widening its table; nothing is added to what a reader copies."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(_LONG_WORD.sub(lambda m: _BREAK_AFTER.sub(r"\1<wbr>", m.group()), escaped))
+
+
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_ENV.filters["breakable"] = _breakable
+_PAGE = _ENV.from_string(_TEMPLATE)
 
 
 def render_html(doc: Document) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from results.aggregate import aggregate_groups, summary_table
+from results.cells import mean_sd_column
 from results.io import write_csv
 from results.reports import variants_report
 from results.search_plots import plot_loss_band
@@ -34,6 +35,20 @@ def ablation_table(aggs: dict, families: dict) -> pd.DataFrame:
     table["val_acc_std"] = [float(v.std(ddof=1)) if len(v) > 1 else None for v in val]
     return table[["family", "group", "changes", "status", "n", "test_acc_mean", "test_acc_std",
                   "val_acc_mean", "val_acc_std", "parameters", *TIME]]
+
+
+def page_ablations(table: pd.DataFrame) -> pd.DataFrame:
+    """ablations.csv as the report shows it: mean and sd in one cell, so that it fits the
+    page; the status column only where some run did not finish."""
+    shown = pd.DataFrame({
+        "family": table["family"], "group": table["group"], "changes": table["changes"], "n": table["n"],
+        "test (mean \u00b1 sd)": mean_sd_column(table, "test_acc"),
+        "validation (mean \u00b1 sd)": mean_sd_column(table, "val_acc"),
+        "parameters": [f"{int(x):,}" for x in table["parameters"]],
+        "training s / epoch": [format(float(x), ".3g") for x in table["train_s_per_epoch"]]})
+    if (table["status"] != M.FINISHED).any():
+        shown.insert(3, "status", table["status"])
+    return shown
 
 
 def loss_band(aggs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,7 +90,7 @@ def resnet_report(results: dict, out: Path, study) -> dict:
     caption = ("Per model, the band between the lowest and the highest training loss over the learning rates "
                f"({rates}; the study's are {', '.join(f'{lr:g}' for lr in LANDSCAPE_RATES)}) at every step: "
                "a narrower band is a loss that the step size changes less (Santurkar et al. 2018).")
-    tables = [(ablations, "Ablations: per family and variant, test and final validation accuracy (mean and "
+    tables = [(page_ablations(ablations), "Ablations: per family and variant, test and final validation accuracy (mean and "
                           "sample std over the finished repeats) and training time")]
     return {**made, "ablations": ablations, "figures": made["figures"] + [(figure, caption)],
             "tables": made.get("tables", []) + tables}

@@ -47,7 +47,11 @@ PROBE = """<script>addEventListener("load", () => {
       && getComputedStyle(e.parentElement).overflowX === "visible"
       && e.parentElement.getBoundingClientRect().right <= w + 0.5).slice(0, 5)
       .map(e => name(e) + " " + Math.round(e.getBoundingClientRect().width) + "px");
+  // tables wider than the page: they scroll inside their wrapper, and a reader has to scroll to read them
+  const scrolled = [...document.querySelectorAll(".table-wrap")].filter(e => e.scrollWidth > e.clientWidth + 1)
+      .map(e => (e.querySelector("caption") || e).textContent.trim().slice(0, 80));
   d.setAttribute("%s", JSON.stringify({images: document.images.length, images_failed: failed.length,
+      scrolled_tables: scrolled,
       failed_sources: failed.slice(0, 5).map(i => i.getAttribute("src").slice(0, 120)),
       scroll_width: d.scrollWidth, client_width: w, viewport_width: innerWidth,
       page_height: d.scrollHeight, wide_elements: d.scrollWidth > w ? wide : [], title: document.title}));
@@ -109,7 +113,8 @@ def check_page(html_path: Path, width: int = 1280, height: int = 900, screenshot
                timeout: float = 60.0, chromium: str | None = None) -> dict:
     """Load `html_path` in a `width` x `height` window and return
     {images, images_failed, failed_sources, scroll_width, client_width,
-    viewport_width, page_height, overflow, wide_elements, title, screenshot,
+    viewport_width, page_height, overflow, wide_elements, scrolled_tables (the
+    captions of tables that scroll sideways inside the page), title, screenshot,
     screenshot_size}. `screenshot`: a path, True (beside the page as
     <stem>.screenshot.png) or False (none taken)."""
     html_path = Path(html_path).resolve()

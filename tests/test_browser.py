@@ -41,8 +41,9 @@ def test_every_image_loads(seen):
 
 
 def test_no_horizontal_overflow_at_1280(seen):
-    # the 40-column table scrolls inside its own wrapper instead of widening the page
+    # the 40-column table scrolls inside its own wrapper instead of widening the page, and is named
     assert not seen["overflow"] and seen["scroll_width"] <= seen["client_width"], seen
+    assert [c.split(". ", 1)[1] for c in seen["scrolled_tables"]] == ["One column per repeat"], seen
     assert seen["viewport_width"] == WIDTH
 
 

@@ -220,6 +220,9 @@ def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local
     assert (out / "path.png").stat().st_size > 20000
     page = (out / "report.md").read_text()
     assert "groups that left the test set alone (score_test=false" in page and "The path of choices" in page
+    from browser import check_page, chromium_or_skip
+    seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
+    assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
     assert (out / "report.md").read_text().count("The path of choices") == 1

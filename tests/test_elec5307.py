@@ -261,6 +261,9 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
                  *[f"{k}={v}" for k, v in tiny.items()]]) == 0
     capsys.readouterr()
     page = (out / "report.md").read_text()
+    from browser import check_page, chromium_or_skip
+    seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
+    assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
     assert "part2's choice, batch4_lr" in page and "modified: the best variant on validation" in page
     grid = pd.read_csv(out / "part2.csv")
     assert len(grid) == 4 and sorted(grid["epochs"].unique()) == [1, 2]  # 2 runs, 2 lengths each

@@ -211,3 +211,18 @@ def test_format_helpers():
     assert fmt_num(0.0123, signed=True) == "+0.012" and str(fmt_num(float("nan"))) == DASH
     assert [str(format_cell(v)) for v in (None, float("nan"), pd.NA, 0.123456, float("inf"), 3)] == [
         DASH, DASH, DASH, "0.1235", "\u221e", "3"]
+
+
+def test_long_names_may_wrap_and_numbers_may_not(tmp_path):
+    """A long group name or layer spec (17 characters or more) gets line-break opportunities
+    (<wbr>, nothing a reader copies) after _ , = and /, so that it wraps instead of widening
+    its table; short names and numbers stay whole (176,402 is one piece); text stays escaped."""
+    frame = pd.DataFrame({"group": ["landscape_vgg_a_bn_lr0.0001", "cross_entropy"], "parameters": ["176,402", "1,000"],
+                          "changes": ["spec=Conv-5x5x6,ReLU", "a<b>_c_and_a_long_tail"]})
+    html_path, md_path = write_report(Document("t", sections=[Section("s", [Table(frame, "names")])]), tmp_path)
+    page = html_path.read_text()
+    assert "<td>landscape_<wbr>vgg_<wbr>a_<wbr>bn_<wbr>lr0.0001</td>" in page
+    assert "<td>spec=<wbr>Conv-5x5x6,<wbr>ReLU</td>" in page and "<td>a&lt;b&gt;_<wbr>c_<wbr>and_<wbr>a_<wbr>long_<wbr>tail</td>" in page
+    assert "<td>cross_entropy</td>" in page   # a short name stays whole
+    assert '<td class="num">176,402</td>' in page
+    assert "wbr" not in md_path.read_text()

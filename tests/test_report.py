@@ -32,6 +32,7 @@ def one_line_error(capsys, argv, needle):
 def seen_in_chromium(out, shot):
     seen = check_page(out / "report.html", width=WIDTH, screenshot=shot, chromium=chromium_or_skip())
     assert seen["images_failed"] == 0 and not seen["overflow"], seen
+    assert seen["scrolled_tables"] == [], seen   # every table fits the page: nothing to scroll sideways
     assert seen["screenshot_size"][0] == WIDTH
     return seen
 

@@ -131,3 +131,6 @@ def test_quick_sweep_gives_every_table_and_figure(ray_local, data_dir, tmp_path,
     for name in ("ablation_act", "ablation_wd", "ablation_width", "ablation_opt", "final", "vgg_bn", "landscape"):
         assert (out / f"{name}.png").stat().st_size > 20000, name
     assert "Ablations: per family and variant" in (out / "report.md").read_text()
+    from browser import check_page, chromium_or_skip
+    seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
+    assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
