@@ -81,9 +81,15 @@ def finished_run(folder: str | Path) -> tuple[Path, dict, dict]:
 
 
 def load_records(folder: Path) -> tuple[dict, list]:
-    with open(folder / RECORDS_FILE, "rb") as f:
-        saved = pickle.load(f)
-    return saved["results"], saved["failed"]
+    """The records a sweep saved; ConfigError in one line when this code cannot read them
+    (a damaged file, or one written by code whose RunRecord differs)."""
+    try:
+        with open(folder / RECORDS_FILE, "rb") as f:
+            saved = pickle.load(f)
+        return saved["results"], saved["failed"]
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{folder / RECORDS_FILE}: cannot be read by this code ({type(e).__name__}: {e}); "
+                          f"`sweep STUDY --resume --out {folder}` with the code that ran it writes it again") from e
 
 
 def rewrite(study, folder: Path, provenance: dict, argv: list) -> tuple[Path, float]:

@@ -140,5 +140,7 @@ def test_bad_run_folders_are_one_line_and_exit_2(tmp_path, capsys):
     one_line_error(capsys, ["compare", str(tmp_path), str(tmp_path / "none")], "has not finished")
     (tmp_path / DONE_FILE).write_text("{}")
     one_line_error(capsys, ["report", str(tmp_path)], f"no {RECORDS_FILE}")
+    (tmp_path / RECORDS_FILE).write_bytes(b"not a pickle")
+    one_line_error(capsys, ["report", str(tmp_path)], f"{RECORDS_FILE}: cannot be read by this code (UnpicklingError")
     one_line_error(capsys, ["report"], "the following arguments are required: run")
     one_line_error(capsys, ["report", str(tmp_path), "epochs=2"], "takes no key=value")
