@@ -278,7 +278,7 @@ def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     from results.aggregate import aggregate_groups
     from results.document import compact_table, distinct_runs, unscored
     records = [r for recs in summary["results"].values() for r in recs]
-    runs = distinct_runs(records)
+    runs = summary.get("runs") or distinct_runs(records)   # the runs trained: a prefix-served result is no run
     finished = sum(r.finished for r in runs)
     blind = sum(unscored(a) for a in aggregate_groups(records, select=study.select).values())
     table = compact_table(study, summary["results"])
@@ -286,6 +286,7 @@ def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     if blind:
         lines.append(f"(and {blind} groups that left the test set alone: their validation accuracy is in the report)")
     lines.append(f"finished: {finished} of {len(runs)} runs"
+                 + (f" ({len(records)} results)" if len(records) != len(runs) else "")
                  + (f", {len(runs) - finished} diverged" if finished < len(runs) else ""))
     lines += [f"diverged: {line}" for line in summary.get("diverged", [])]
     lines += [f"report: {out / 'report.html'} and report.md (written in {summary['report_s']:.1f} s)",

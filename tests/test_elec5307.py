@@ -3,6 +3,7 @@ part2's table and choice rule on hand-made records, shared prefixes against sepa
 the transforms it uses, `evaluate` end to end, and a quick sweep through Ray Tune."""
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -259,7 +260,10 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
             "part3.train_subset": 256, "batch_size": "4", "lr": "0.001,0.0001", "sid": "470123364"}
     assert main(["sweep", "elec5307", "--quick", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
                  *[f"{k}={v}" for k, v in tiny.items()]]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    # a run that serves shorter prefixes counts once, beside the results it gave
+    runs, results = map(int, re.search(r"finished: (\d+) of \1 runs \((\d+) results\)", said).group(1, 2))
+    assert runs == len(pd.read_csv(out / "trials.csv")) and results > runs, said
     page = (out / "report.md").read_text()
     from browser import check_page, chromium_or_skip
     seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
