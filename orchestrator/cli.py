@@ -278,7 +278,7 @@ def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     from results.aggregate import aggregate_groups
     from results.document import compact_table, distinct_runs, unscored
     records = [r for recs in summary["results"].values() for r in recs]
-    runs = summary.get("runs") or distinct_runs(records)   # the runs trained: a prefix-served result is no run
+    runs = distinct_runs(records)   # the runs trained: a prefix-served result is no run
     finished = sum(r.finished for r in runs)
     blind = sum(unscored(a) for a in aggregate_groups(records, select=study.select).values())
     table = compact_table(study, summary["results"])

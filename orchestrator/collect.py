@@ -47,6 +47,7 @@ def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
     """An ended run as aggregation sees it, from its Tune params and final checkpoint's
     metadata (every record, also those from before a restore, the final metrics and
     first-layer weights). Its weights stay on disk: `weights()` loads them."""
+    from orchestrator.trainable import trial_name
     final = meta["final"]
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
@@ -54,7 +55,7 @@ def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
         curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
         first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
         parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
-        diverged_at=final.get(M.DIVERGED_AT))
+        diverged_at=final.get(M.DIVERGED_AT), run=trial_name(param))
 
 
 def serve(record: RunRecord, run: Run) -> list[RunRecord]:

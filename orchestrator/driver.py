@@ -330,8 +330,7 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
     write_json(opts.out / DONE_FILE, {**prov, "report_s": round(seconds, 2)})
     diverged = [f"{r.group}_r{r.repeat} (step {r.diverged_at})" for recs in results.values()
                 for r in recs if r.status == M.DIVERGED]
-    # Each run once (a run that served several groups or shorter prefixes included once).
-    return {"results": results, "runs": list(done.values()), "diverged": diverged, "report_s": seconds, **extras}
+    return {"results": results, "diverged": diverged, "report_s": seconds, **extras}
 
 
 def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets: DataSets, done: dict,

@@ -43,6 +43,9 @@ class RunRecord:
     train_seconds: float = 0.0   # training time, evaluation excluded
     changes: str = ""            # what its group changes, in words
     diverged_at: int | None = None  # the step whose loss was not finite
+    # The run that trained it ("<group>_r<repeat>" of its first trial): the same for every group
+    # a run serves and every shorter prefix it gives; "" in records saved before it was kept.
+    run: str = ""
 
     def state_dict(self) -> dict:
         """The weights, loaded now if they are still on disk."""

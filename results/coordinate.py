@@ -74,7 +74,7 @@ def page_path(path: pd.DataFrame) -> pd.DataFrame:
         "validation (mean \u00b1 sd)": mean_sd_column(path, "val_acc"),
         "n": path["n"], "gain": [fmt_num(g, signed=True) for g in path["gain"]],
         "noise": [fmt_num(x) for x in path["noise"]], "trained": path["trained"],
-        "test (mean \u00b1 sd)": [fmt_mean_sd(m, s, why=None) if pd.notna(m) else Missing("not scored")
+        "test (mean \u00b1 sd)": [fmt_mean_sd(m, s) if pd.notna(m) else Missing("not scored")
                                  for m, s in zip(test, test_sd)]})
 
 

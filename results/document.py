@@ -73,8 +73,15 @@ def overrides_of(study) -> tuple[bool, tuple]:
 
 
 def distinct_runs(records) -> list:
-    """Each run once: a run that serves several groups (identical settings) has a record in each."""
-    return list({repr(sorted(r.config.items())): r for r in records}.values())
+    """Each run once: a run that serves several groups (identical settings) or shorter
+    prefixes of itself has a record in each; the run's own record (its full length) stands
+    for it. Records saved without their run's name are told apart by their settings."""
+    runs: dict = {}
+    for r in records:
+        key = r.run or repr(sorted(r.config.items()))
+        if key not in runs or r.config.get("epochs", 0) > runs[key].config.get("epochs", 0):
+            runs[key] = r
+    return list(runs.values())
 
 
 def nowrap(words: str) -> str:

@@ -190,3 +190,25 @@ def test_groups_that_left_the_test_set_alone_are_counted_under_the_table_not_lis
     lines = closing_lines(STUDY, {"results": {"search": blind, "train": RECORDS}, "report_s": 0.5}, Path("x"))
     assert "(and 2 groups that left the test set alone: their validation accuracy is in the report)" in lines
     assert not any(line.lstrip().startswith("lr_a") for line in "\n".join(lines).splitlines())
+
+
+def test_a_run_that_serves_prefixes_and_groups_counts_once_by_its_own_record():
+    """distinct_runs: the records a run gives (its own, shorter prefixes, other groups with the
+    same settings) share its name and count once; its full-length record stands for it, so a run
+    that diverged late is not hidden behind a prefix that finished."""
+    from dataclasses import replace
+
+    from results.aggregate import prefix_record
+    from results.document import distinct_runs
+    own = replace(record("cnn_3", 0, NAN, epochs=4), run="cnn_3_r0")   # diverged
+    own = replace(own, curves=pd.DataFrame({M.STEP: [10, 20], M.EPOCH: [1.0, 2.0], M.LOSS: [2.0, 1.9],
+                                            M.TEST_ACC: [0.3, 0.35], M.TRAIN_SECONDS: [1.0, 2.0]}),
+                  train_seconds=2.0)
+    short = replace(prefix_record(own, 1, {**own.config, "epochs": 1}), group="cnn_3_1ep")
+    other = replace(record("cnn_4", 0, 0.5), run="cnn_4_r0")
+    assert short.run == "cnn_3_r0" and short.finished and not own.finished
+    runs = distinct_runs([short, own, other])
+    assert [(r.run, r.config["epochs"], r.finished) for r in runs] == [("cnn_3_r0", 4, False), ("cnn_4_r0", 1, True)]
+    # records saved before runs were named are told apart by their settings, as they were
+    legacy = [replace(r, run="") for r in (short, own, other)]
+    assert len(distinct_runs(legacy)) == 3
