@@ -110,19 +110,47 @@ def spec_of(arch: str) -> tuple[str, ...]:
     return ARCHS[arch] + (PREDICTION,)
 
 
+class SubsampledConv2d(nn.Conv2d):
+    """A 1x1 convolution of stride s > 1, computed as the s-subsample of its (padded) input
+    followed by a stride-1 1x1 convolution: the same function, since a 1x1 kernel reads
+    only the pixels the stride lands on, with the same parameters and state_dict keys.
+
+    Why: oneDNN's AVX2 kernel for the weight gradient of a strided 1x1 convolution on NHWC
+    input with fewer input channels than its channel block (8) segfaults with one thread
+    and returns wrong gradients (errors of 60-140% of the largest) or hangs with two
+    (uxlfoundation/oneDNN#6035): ResNet shortcuts at small widths, `Conv-1x1xN-s2` specs.
+    Every strided 1x1 convolution takes this path, on every device, so no CPU ever reaches
+    that kernel and one path is tested (tests/test_numerics.py); its cost: docs/benchmarks.md."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.padding
+        if ph or pw:
+            x = nn.functional.pad(x, (pw, pw, ph, ph))
+        sh, sw = self.stride
+        return nn.functional.conv2d(x[..., ::sh, ::sw], self.weight, self.bias, 1, 0, 1, self.groups)
+
+
+def conv2d(cin: int, cout: int, kernel, stride=1, padding=0, bias: bool = True, groups: int = 1) -> nn.Conv2d:
+    """Every convolution the builder makes: nn.Conv2d, or SubsampledConv2d for a strided 1x1."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    kernel, stride = pair(kernel), pair(stride)
+    cls = SubsampledConv2d if kernel == (1, 1) and stride != (1, 1) else nn.Conv2d
+    return cls(cin, cout, kernel, stride, padding, bias=bias, groups=groups)
+
+
 class BasicBlock(nn.Module):
     """ResNet's basic block: conv-BN-act-conv-BN plus a (projected) shortcut, then act."""
 
     def __init__(self, cin: int, cout: int, stride: int, activation: str):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv1 = conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.act1 = activation_module(activation)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         self.act2 = activation_module(activation)
 
     def forward(self, x):
@@ -169,7 +197,7 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(3, 32, 32), width:
         elif m := _TOKENS["conv"].fullmatch(token):
             kh, kw, out = int(m[1]), int(m[2]), scaled(int(m[3]), i)
             pad, stride = int(m[4] or 0), int(m[5] or 1)
-            layers.append(nn.Conv2d(shape[0], out, (kh, kw), stride, pad, bias=m[6] is None))
+            layers.append(conv2d(shape[0], out, (kh, kw), stride, pad, bias=m[6] is None))
             shape = (out, (shape[1] + 2 * pad - kh) // stride + 1, (shape[2] + 2 * pad - kw) // stride + 1)
         elif m := _TOKENS["pool"].fullmatch(token):
             kh, kw = int(m[2]), int(m[3])
