@@ -15,13 +15,8 @@ Bad input ends in one line on stderr and exit code 2, before any work starts.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import fcntl
 import json
-import os
-import socket
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from search_spaces import get_study, studies
@@ -30,6 +25,7 @@ from workloads.config import ConfigError
 from workloads.data import DataError, load_cifar10, resolve_data_dir
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
 
 
 class UsageError(Exception):
@@ -146,159 +142,39 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def output_folder(args) -> Path:
-    """The sweep's folder, refused when it would overwrite a finished sweep."""
-    from orchestrator.report import DONE_FILE, SWEEP_FILE
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:
-        runs = sorted(p for p in Path("runs", args.study).glob("*") if (p / SWEEP_FILE).exists())
-        if not runs:
-            raise UsageError(f"--resume: no earlier run of {args.study} under runs/{args.study}/")
-        out = runs[-1]
-    else:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs", args.study, stamp + ("-quick" if args.quick else ""))
-    if (out / DONE_FILE).exists() and not args.resume:
-        raise UsageError(f"{out} already holds a finished sweep; choose another --out "
-                         f"(or --resume to re-report it)")
-    if (out / SWEEP_FILE).exists() and not args.resume:
-        raise UsageError(f"{out} holds an unfinished sweep; add --resume to finish it")
-    return out
-
-
-def with_saved(args, saved: dict):
-    """A resumed sweep runs what was first asked for; a command line that asks
-    for something else is refused rather than silently mixed in."""
-    asked = {"study": args.study, "overrides": parse_overrides(args.overrides),
-             "storage": resolve_storage(args.storage)}
-    first = {"study": saved["study"], "overrides": parse_overrides(saved["overrides"]),
-             "storage": saved.get("storage")}
-    for key in asked:
-        if asked[key] and asked[key] != first[key]:
-            raise UsageError(f"--resume: this sweep was started with {key} {first[key]!r}, "
-                             f"not {asked[key]!r}; leave it out to finish the sweep as started")
-    if args.quick and not saved["quick"]:
-        raise UsageError("--resume: this sweep was started without --quick")
-    return replace_args(args, quick=saved["quick"], overrides=saved["overrides"], storage=first["storage"])
-
-
-def resolve_storage(value: str | None) -> str | None:
-    """A URI pyarrow can open, or an existing folder made absolute (every node sees the same path)."""
-    if not value:
-        return None
-    if "://" in value:
-        import pyarrow.fs
-        try:
-            pyarrow.fs.FileSystem.from_uri(value)
-        except Exception as e:  # unknown scheme, missing credentials: one line
-            raise UsageError(f"--storage {value}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        return value.rstrip("/")
-    folder = Path(value).expanduser().resolve()
-    if not folder.is_dir():
-        raise UsageError(f"--storage {value}: no such folder; mount the shared folder (or create it)")
-    return str(folder)
-
-
-def check_address(value: str | None) -> None:
-    """HOST:PORT must answer now: Ray itself would retry for minutes."""
-    if not value or value == "auto" or "://" in value:
-        return
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise UsageError(f"--address {value}: expected auto or HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        raise UsageError(f"--address {value}: no Ray cluster answers there ({e.strerror or e})") from None
-
-
-@contextmanager
-def sweep_lock(out: Path):
-    """One driver per sweep folder: a second one (say, --resume while the first
-    still runs) is refused. The OS drops the lock when the driver dies."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_RDONLY)  # the folder itself: no lock file left behind
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(f"{out} is in use by another sweep driver") from None
-        yield
-    finally:
-        os.close(fd)
+def request_of(args, argv):
+    from orchestrator.sweeps import Request
+    return Request(args.study, tuple(args.overrides), quick=args.quick, resume=args.resume, out=args.out,
+                   data_dir=args.data_dir, storage=args.storage, address=args.address,
+                   cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                   num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_failures=args.max_failures,
+                   repeats_per_trial=args.repeats_per_trial,
+                   verbose=0 if args.quiet else 2 if args.verbose else 1, argv=tuple(argv))
 
 
 def cmd_sweep(args, argv) -> int:
-    from orchestrator.driver import Options, SweepError, run_study
+    from orchestrator.driver import SweepError
     from orchestrator.report import SWEEP_FILE
-    from results.io import write_json
-    if args.dry_run and not args.resume:
-        print("\n".join(plan_lines(resolve_study(args))))
+    from orchestrator.sweeps import Interrupted, output_folder, run, with_saved
+    request = request_of(args, argv)
+    if args.dry_run:  # the grid; with --resume, what it would finish
+        out = output_folder(request) if args.resume else None
+        if out is not None and (out / SWEEP_FILE).exists():
+            request = with_saved(request, json.loads((out / SWEEP_FILE).read_text()))
+        print("\n".join(plan_lines(request.resolve_study())))
         return 0
-    out = output_folder(args)
-    saved = json.loads((out / SWEEP_FILE).read_text()) if (out / SWEEP_FILE).exists() else None
-    if saved:
-        args = with_saved(args, saved)
-    study = resolve_study(args)
-    if args.dry_run:  # what --resume would finish
-        print("\n".join(plan_lines(study)))
-        return 0
-    opts = Options(out=out, data_dir=resolve_data_dir(args.data_dir), storage=resolve_storage(args.storage),
-                   address=args.address, cpus_per_trial=args.cpus_per_trial,
-                   gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                   max_failures=args.max_failures, repeats_per_trial=args.repeats_per_trial,
-                   resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1)
-    check_address(opts.address)
-    raw = load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
-    created = not out.exists()
-    with sweep_lock(out):
-        if not saved:
-            write_json(out / SWEEP_FILE, {"study": args.study, "quick": args.quick,
-                                          "overrides": args.overrides, "storage": opts.storage})
-        try:
-            summary = run_study(study, opts, argv, raw=raw)
-        except SweepError as e:
-            print(f"orchestrator: {e}", file=sys.stderr)
-            if (out / "report.html").exists():
-                print(f"what finished and what failed: {out / 'report.html'}", file=sys.stderr)
-            return 1
-        except ConfigError:  # refused before any trial ran (cluster, resources, storage)
-            if not saved and [p.name for p in out.iterdir()] == [SWEEP_FILE]:
-                (out / SWEEP_FILE).unlink()  # leave no half-started sweep to --resume
-                if created:
-                    out.rmdir()
-            raise
-    print("\n".join(closing_lines(study, summary, out)))
+    try:
+        finished = run(request)
+    except SweepError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        if e.folder and (e.folder / "report.html").exists():
+            print(f"what finished and what failed: {e.folder / 'report.html'}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("\n".join(finished.closing_lines()))
     return 0
-
-
-def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
-    """A sweep's last lines: test accuracy per group, what diverged, where the report is."""
-    from results.aggregate import aggregate_groups
-    from results.document import compact_table, distinct_runs, unscored
-    records = [r for recs in summary["results"].values() for r in recs]
-    runs = distinct_runs(records)   # the runs trained: a prefix-served result is no run
-    finished = sum(r.finished for r in runs)
-    blind = sum(unscored(a) for a in aggregate_groups(records, select=study.select).values())
-    table = compact_table(study, summary["results"])
-    lines = [table.astype(str).to_string(index=False)] if len(table) else []
-    if blind:
-        lines.append(f"(and {blind} groups that left the test set alone: their validation accuracy is in the report)")
-    lines.append(f"finished: {finished} of {len(runs)} runs"
-                 + (f" ({len(records)} results)" if len(records) != len(runs) else "")
-                 + (f", {len(runs) - finished} diverged" if finished < len(runs) else ""))
-    lines += [f"diverged: {line}" for line in summary.get("diverged", [])]
-    lines += [f"report: {out / 'report.html'} and report.md (written in {summary['report_s']:.1f} s)",
-              f"results in {out}"]
-    return lines
-
-
-def replace_args(args, **values):
-    merged = argparse.Namespace(**vars(args))
-    for k, v in values.items():
-        setattr(merged, k, v)
-    return merged
 
 
 def cmd_report(args, argv) -> int:
@@ -364,3 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, DataError) as e:
         print(f"orchestrator: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before a sweep's folder exists: nothing to resume
+        print("orchestrator: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.collect import collect, failures, serve, trial_rows
+from orchestrator.collect import collect, failure, failures, serve, trial_rows
 from orchestrator.cost import longest_first, trial_work
 from orchestrator.provenance import provenance
 from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
@@ -47,6 +47,31 @@ class SweepError(RuntimeError):
         super().__init__(headline + (f": {details}" if details else ""))
         self.headline = headline     # what failed, without the errors' text
         self.failed = failed or []   # orchestrator.collect.failures(): each failed trial, why, its last metrics
+        self.folder: Path | None = None  # the sweep's folder (orchestrator.sweeps sets it)
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) stopped a stage: Tune saved its state, and --resume finishes the
+    sweep (orchestrator.sweeps names the command). str(): what to do."""
+
+
+def raise_if_interrupted(grid, planned: int = 0) -> None:
+    """Tune's fit() returns early only on SIGINT (its state saved): then some trials never
+    started (fewer than `planned` in the grid) or stopped before their final report
+    (Tune marks them terminated all the same, so its statuses cannot tell)."""
+    unfinished = sum(failure(r) == "unfinished" for r in grid) + max(0, planned - len(grid))
+    if unfinished:
+        raise Interrupted(f"{unfinished} trials unfinished")
+
+
+class TuneAdvice(logging.Filter):
+    """Drops Tune's lines on Ctrl-C, written for Tune's own users (`Tuner.restore(...)`):
+    the sweep ends with the command that finishes it instead."""
+    LINES = ("Stop signal received", "has been interrupted", "Trials did not complete",
+             "Failed to fetch metrics")  # the last: trials stopped before their first report
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(line in record.getMessage() for line in self.LINES)
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,8 @@ def init_ray(opts: Options) -> bool:
     chatter = {"log_to_driver": opts.verbose >= 2, "logging_level": logging.INFO if opts.verbose >= 2
                else logging.WARNING}
     logging.getLogger("ray.tune").setLevel(chatter["logging_level"])
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).addFilter(TuneAdvice())
     if ray.is_initialized():
         return False
     if opts.address:
@@ -257,7 +284,9 @@ def run_stage(study: Study, runs: list[Run], data: dict, opts: Options):
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 progress_reporter=reporter, callbacks=callbacks, verbose=1 if reporter else 0))
-    return tuner.fit()
+    grid = tuner.fit()
+    raise_if_interrupted(grid, len(params))
+    return grid
 
 
 def _trial_name(trial) -> str:

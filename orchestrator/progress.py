@@ -29,12 +29,22 @@ def clock_text(seconds: float) -> str:
 
 def progress_line(label: str, total: int, done: int, running: int, failed: int, share: float,
                   elapsed: float, eta: float | None, final: bool = False) -> str:
+    """`final`: the stage ended, or (trials left running or waiting) was interrupted."""
     waiting = max(0, total - done - running - failed)
-    counts = f"{done}/{total} done" + ("" if final else f", {running} running, {waiting} waiting")
+    stopped = final and done + failed < total
+    counts = f"{done}/{total} done" + ("" if final and not stopped else f", {running} running, {waiting} waiting")
     counts += f", {failed} failed" if failed else ""
-    when = (f"finished in {clock_text(elapsed)}" if final else
-            f"{clock_text(elapsed)} elapsed, ETA " + (clock_text(eta) if eta is not None else "--"))
+    when = (f"interrupted after {clock_text(elapsed)}" if stopped else f"finished in {clock_text(elapsed)}" if final
+            else f"{clock_text(elapsed)} elapsed, ETA " + (clock_text(eta) if eta is not None else "--"))
     return f"{label}: {counts} | {share:.0%} of the work | {when}"
+
+
+def state(trial) -> str:
+    """Tune's status, except that a trial a Ctrl-C stopped (Tune marks it terminated all the
+    same) is still running: done means its final report came."""
+    if trial.status == DONE and not (trial.last_result or {}).get(M.DONE):
+        return RUNNING
+    return trial.status
 
 
 def name_of(trial) -> str:
@@ -69,14 +79,14 @@ class Progress(Callback):
         done = 0.0
         for t in trials:
             cost, steps = self.work.get(name_of(t), (0.0, 1))
-            if t.status in (DONE, FAILED):
+            if state(t) in (DONE, FAILED):
                 done += cost
             elif not ended_only:
                 done += cost * min(1.0, self.steps.get(name_of(t), 0) / max(steps, 1))
         return done / total
 
     def line(self, trials, final: bool = False) -> str:
-        status = [t.status for t in trials]
+        status = [state(t) for t in trials]
         share, elapsed = self.share(trials), self.clock() - self.started
         if self.base is None:  # what a resumed stage found done: not this run's pace
             self.base = self.share(trials, ended_only=True)

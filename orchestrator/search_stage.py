@@ -29,7 +29,8 @@ from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
 from orchestrator.collect import collect, failure, trial_rows
-from orchestrator.driver import TRIALS_FILE, SweepError, experiment_path, restorable, trials_at_once
+from orchestrator.driver import (TRIALS_FILE, SweepError, experiment_path, raise_if_interrupted, restorable,
+                                 trials_at_once)
 from results.aggregate import RunRecord
 from results.io import write_csv
 from search_spaces.search import SEED, SearchRecords, canonical
@@ -145,6 +146,7 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 progress_reporter=reporter, callbacks=callbacks, verbose=1 if reporter else 0))
     grid = tuner.fit()
+    raise_if_interrupted(grid)
     rows += trial_rows(grid)
     write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
     records, _ = collect(grid)

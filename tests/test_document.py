@@ -178,7 +178,7 @@ def test_groups_that_left_the_test_set_alone_are_counted_under_the_table_not_lis
     groups that do, and its note (and the terminal's lines) say how many were left out and why."""
     from dataclasses import replace
 
-    from orchestrator.cli import closing_lines
+    from orchestrator.sweeps import closing_lines
     blind = [replace(record("mlp_1", r, 0.5, changes=f"lr={lr}", lr=lr), group=g, test_acc=NAN, stage="search")
              for g, lr in (("lr_a", 0.1), ("lr_b", 0.2)) for r in range(2)]
     records = blind + RECORDS

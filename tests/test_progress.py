@@ -22,9 +22,17 @@ class Clock:
         return self.now
 
 
+class FakeTrial(SimpleNamespace):
+    """What the callback reads of a Tune trial: a terminated one sent its final report,
+    unless a Ctrl-C stopped it (`stopped`)."""
+    @property
+    def last_result(self) -> dict:
+        return {M.DONE: 1} if self.status == "TERMINATED" and not self.stopped else {M.STEP: 1}
+
+
 def trial(name: str, status: str = "PENDING"):
     group, _, repeat = name.rpartition("_r")
-    return SimpleNamespace(config={"trial": {"group": group, "repeat": int(repeat)}}, status=status)
+    return FakeTrial(config={"trial": {"group": group, "repeat": int(repeat)}}, status=status, stopped=False)
 
 
 def watch(interactive: bool):
@@ -101,3 +109,15 @@ def test_failed_trials_are_counted_and_the_callback_pickles():
     assert pickle.loads(pickle.dumps(Progress("[x] y", WORK))).work == WORK
     assert [clock_text(s) for s in (7, 754, 3723)] == ["0:07", "12:34", "1:02:03"]
     assert progress_line("[x] y", 4, 1, 1, 0, 0.25, 10, None).endswith("ETA --")
+
+
+def test_an_interrupted_stage_says_so_and_counts_stopped_trials_as_unfinished():
+    """Ctrl-C: Tune stops the running trials and marks them terminated; the line's last
+    update counts them as still running, and their work as not done."""
+    progress, clock, stream = watch(interactive=False)
+    trials = [trial("a_r0", "TERMINATED"), trial("b_r0", "TERMINATED"), trial("c_r0")]
+    trials[1].stopped = True
+    clock.now += 12
+    progress.on_experiment_end(trials)
+    assert stream.getvalue() == ("[part3] train: 1/3 done, 1 running, 1 waiting | 60% of the work | "
+                                 "interrupted after 0:12\n")

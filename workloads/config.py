@@ -169,6 +169,12 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        from workloads.models import check_fits
+        m = self.model
+        try:  # a spec that shrinks the image to nothing: refused here, before anything runs
+            check_fits(m.arch, m.activation, self.data.in_shape, m.width, m.spec)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         # A run with no record point would have no curves to report.
         t = self.train
         if t.record_unit == "step":

@@ -21,6 +21,7 @@ weights of every Conv and Linear layer after PyTorch's own initialisation.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -228,6 +229,14 @@ def build_model(arch: str, activation: str = "relu", in_shape=(3, 32, 32), width
     """A preset by name, or `spec` (the body, without the prediction layer) when given."""
     tokens = parse_spec(spec) + (PREDICTION,) if spec else spec_of(arch)
     return initialise(build_from_spec(tokens, activation, in_shape, width), init)
+
+
+@functools.lru_cache(maxsize=None)
+def check_fits(arch: str, activation: str, in_shape: tuple, width: float, spec: str) -> None:
+    """ValueError (with the layer) when the model cannot take `in_shape` (a feature map
+    shrinks to nothing): built on the meta device, so no memory and a few ms, once per model."""
+    with torch.device("meta"):
+        build_model(arch, activation, tuple(in_shape), width, spec)
 
 
 def has_batch_norm(model: nn.Module) -> bool:
