@@ -1,5 +1,3 @@
-import sys
+from orchestrator.cli import console
 
-from orchestrator.cli import main
-
-sys.exit(main())
+console()

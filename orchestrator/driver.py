@@ -96,8 +96,9 @@ class Options:
             raise ConfigError("a trial needs --cpus-per-trial > 0 or --gpus-per-trial > 0")
         if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
             raise ConfigError("--cpus-per-trial and --gpus-per-trial must be >= 0")
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise ConfigError("--gpus-per-trial above 1 must be a whole number")
+        if self.gpus_per_trial > 1:  # the loop trains on one device: a second GPU would sit idle
+            raise ConfigError(f"--gpus-per-trial {self.gpus_per_trial:g}: a trial trains on one GPU; "
+                              f"ask for 1 or a fraction (0.25: four trials share a GPU)")
         if self.max_failures < 0:
             raise ConfigError("--max-failures must be >= 0")
         if self.repeats_per_trial < 1:

@@ -10,6 +10,7 @@ found already done does not count towards the pace.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -28,8 +29,22 @@ def clock_text(seconds: float) -> str:
 
 
 def progress_line(label: str, total: int, done: int, running: int, failed: int, share: float,
-                  elapsed: float, eta: float | None, final: bool = False) -> str:
-    """`final`: the stage ended, or (trials left running or waiting) was interrupted."""
+                  elapsed: float, eta: float | None, final: bool = False, width: int = 0) -> str:
+    """`final`: the stage ended, or (trials left running or waiting) was interrupted.
+    `width` > 0: at most width - 1 characters (a line as wide as the terminal wraps on
+    some), in words while they fit, else without the label's start."""
+    text = _line(label, total, done, running, failed, share, elapsed, eta, final)
+    if width <= 0 or len(text) < width:
+        return text
+    for long, short in ((" of the work", ""), (" elapsed, ETA", ", ETA"), (" waiting", " wait"),
+                        (" running", " run")):
+        text = text.replace(long, short)
+        if len(text) < width:
+            return text
+    return "..." + text[len(text) - (width - 4):]
+
+
+def _line(label, total, done, running, failed, share, elapsed, eta, final) -> str:
     waiting = max(0, total - done - running - failed)
     stopped = final and done + failed < total
     counts = f"{done}/{total} done" + ("" if final and not stopped else f", {running} running, {waiting} waiting")
@@ -37,6 +52,14 @@ def progress_line(label: str, total: int, done: int, running: int, failed: int, 
     when = (f"interrupted after {clock_text(elapsed)}" if stopped else f"finished in {clock_text(elapsed)}" if final
             else f"{clock_text(elapsed)} elapsed, ETA " + (clock_text(eta) if eta is not None else "--"))
     return f"{label}: {counts} | {share:.0%} of the work | {when}"
+
+
+def terminal_width(stream) -> int:
+    """The columns of the terminal `stream` writes to (0, no limit, when it is none)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def state(trial) -> str:
@@ -85,7 +108,7 @@ class Progress(Callback):
                 done += cost * min(1.0, self.steps.get(name_of(t), 0) / max(steps, 1))
         return done / total
 
-    def line(self, trials, final: bool = False) -> str:
+    def line(self, trials, final: bool = False, width: int = 0) -> str:
         status = [state(t) for t in trials]
         share, elapsed = self.share(trials), self.clock() - self.started
         if self.base is None:  # what a resumed stage found done: not this run's pace
@@ -93,15 +116,15 @@ class Progress(Callback):
         pace = (share - self.base) / elapsed if elapsed > 0 else 0.0
         eta = (1.0 - share) / pace if pace > 0 else None
         return progress_line(self.label, len(self.work), status.count(DONE), status.count(RUNNING),
-                             status.count(FAILED), share, elapsed, eta, final)
+                             status.count(FAILED), share, elapsed, eta, final, width)
 
     def show(self, trials, final: bool = False) -> None:
         now, live = self.clock(), self._live()
         if not final and self.shown is not None and now - self.shown < (0.5 if live else self.every):
             return
         self.shown = now
-        text = self.line(trials, final)
         out = self._out()
+        text = self.line(trials, final, terminal_width(out) if live else 0)
         # \r and "erase to the end of the line" rewrite the line in place on a terminal
         out.write(f"\r{text}\x1b[K" + ("\n" if final else "") if live else text + "\n")
         out.flush()

@@ -1,28 +1,33 @@
-"""One module per study; this registry names them.
+"""One module per study; this table names them.
 
     from search_spaces import get_study
     get_study("part3").with_quick()
+
+A study's module is imported when the study is asked for, so that naming the
+studies (the command line's help) imports nothing of torch's.
 """
-from search_spaces.study import Stage, Study, Trial
-from workloads.config import ConfigError
+from importlib import import_module
+
+# name -> the module whose STUDY it is, in the order `list` shows them
+BUILT_IN = {"part3": "part3", "part4": "part4", "part5": "part5", "hw2": "hw2", "elec5307": "elec5307",
+            "resnet": "resnet", "coordinate": "coordinate"}
 
 
-def _registry() -> dict:
-    # Imported here so that each study module is read only when studies are listed or run.
-    from search_spaces import coordinate, elec5307, hw2, part3, part4, part5, resnet
-    return {s.name: s for s in (part3.STUDY, part4.STUDY, part5.STUDY, hw2.STUDY, elec5307.STUDY, resnet.STUDY,
-                                coordinate.STUDY)}
+def get_study(name: str):
+    if name not in BUILT_IN:
+        from workloads.registry import ConfigError
+        raise ConfigError(f"unknown study {name!r}; choose from {', '.join(BUILT_IN)}")
+    return import_module(f"search_spaces.{BUILT_IN[name]}").STUDY
 
 
 def studies() -> dict:
-    return _registry()
+    return {name: get_study(name) for name in BUILT_IN}
 
 
-def get_study(name: str) -> Study:
-    known = _registry()
-    if name not in known:
-        raise ConfigError(f"unknown study {name!r}; choose from {', '.join(known)}")
-    return known[name]
+def __getattr__(name: str):  # Stage, Study, Trial: search_spaces.study's, loaded when used
+    if name in ("Stage", "Study", "Trial"):
+        return getattr(import_module("search_spaces.study"), name)
+    raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
 
 
-__all__ = ["Stage", "Study", "Trial", "get_study", "studies"]
+__all__ = ["BUILT_IN", "Stage", "Study", "Trial", "get_study", "studies"]

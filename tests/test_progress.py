@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from types import SimpleNamespace
 
 from orchestrator.progress import Progress, clock_text, progress_line
@@ -121,3 +122,72 @@ def test_an_interrupted_stage_says_so_and_counts_stopped_trials_as_unfinished():
     progress.on_experiment_end(trials)
     assert stream.getvalue() == ("[part3] train: 1/3 done, 1 running, 1 waiting | 60% of the work | "
                                  "interrupted after 0:12\n")
+
+
+def test_the_line_fits_the_terminal():
+    """Shorter words first, then the label's start: never as wide as the terminal."""
+    args = ("[elec5307] part2_batch_grid", 90, 12, 2, 0, 0.137, 754, 1234)
+    full = progress_line(*args)
+    assert full == ("[elec5307] part2_batch_grid: 12/90 done, 2 running, 76 waiting | 14% of the work | "
+                    "12:34 elapsed, ETA 20:34")
+    assert progress_line(*args, width=200) == full
+    assert progress_line(*args, width=100) == ("[elec5307] part2_batch_grid: 12/90 done, 2 running, 76 waiting | "
+                                               "14% | 12:34 elapsed, ETA 20:34")
+    assert progress_line(*args, width=80) == "...c5307] part2_batch_grid: 12/90 done, 2 run, 76 wait | 14% | 12:34, ETA 20:34"
+    narrow = progress_line(*args, width=40)
+    assert len(narrow) == 39 and narrow.startswith("...") and narrow.endswith("| 14% | 12:34, ETA 20:34")
+
+
+# Writes the progress line of a long stage name to its terminal (stderr), as a sweep does.
+UPDATES = """
+import sys
+from types import SimpleNamespace
+from orchestrator.progress import Progress
+work = {f"g{i}_r0": (1.0, 10) for i in range(60)}
+trials = [SimpleNamespace(config={"trial": {"group": f"g{i}", "repeat": 0}}, status="RUNNING",
+                          last_result={}) for i in range(60)]
+p = Progress("[elec5307] part2_batch_grid_with_a_long_name", work)
+for i, t in enumerate(trials):
+    t.status, t.last_result = "TERMINATED", {"done_training": 1}
+    p.on_trial_complete(i, trials, t)
+    p.shown = None   # every update written, not one every 0.5 s
+p.on_experiment_end(trials)
+"""
+
+
+def test_on_an_80_column_terminal_no_wrapped_rows_are_left_behind():
+    """The updates in a pseudo-terminal of 80 x 24, read back through a terminal
+    emulator: one line on the screen, the last one, and nothing above it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    import pyte
+    from conftest import ROOT
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", UPDATES], stderr=slave, stdout=slave, stdin=slave,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=60) == 0, output.decode(errors="replace")
+    os.close(master)
+    screen = pyte.Screen(80, 24)
+    pyte.ByteStream(screen).feed(output)
+    rows = [row.rstrip() for row in screen.display if row.strip()]
+    assert output.count(b"\r") >= 60
+    assert len(rows) == 1 and len(rows[0]) < 80, rows
+    assert re.fullmatch(r"\.\.\.307\] part2_batch_grid_with_a_long_name: 60/60 done \| 100% \| finished in 0:\d\d",
+                        rows[0]), rows

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from workloads.config import CLASSES as NUM_CLASSES, DataConfig
-from workloads.registry import Registry
+from workloads.registry import DataError, Registry
 
 ENV_VAR = "ORCHESTRATOR_DATA"
 DEFAULT_DIR = "data"
@@ -41,10 +41,6 @@ NORMALIZATIONS.add("none", lambda: None)                   # ToTensor's [0, 1]
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), applied in its order; written
 # out here because importing torchvision costs ~1.6 s in a process that only preprocesses.
 LUMA = (0.2989, 0.587, 0.114)
-
-
-class DataError(RuntimeError):
-    """Data missing or corrupt: reported as one line, exit code 2."""
 
 
 @dataclass(frozen=True)

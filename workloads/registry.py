@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     """Bad user input: reported as one line, exit code 2."""
 
 
+class DataError(RuntimeError):
+    """Data missing or corrupt: reported as one line, exit code 2 (workloads.data raises it;
+    defined here, with ConfigError, so that the command line catches both without torch)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str

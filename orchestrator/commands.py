@@ -1,0 +1,152 @@
+"""What each command does, once the command line is parsed (orchestrator/cli.py):
+every function takes argparse's namespace, prints, and returns the exit code. Bad
+input raises ConfigError or DataError (one line, exit code 2, from cli.main).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from search_spaces import get_study, studies
+from search_spaces.study import Study, plan_runs
+from workloads.data import load_cifar10, resolve_data_dir
+from workloads.registry import ConfigError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def resolve_study(args) -> Study:
+    study = get_study(args.study)
+    if args.quick:
+        study = study.with_quick()
+    return study.with_overrides(parse_overrides(args.overrides))
+
+
+def saved_study(saved: dict) -> Study:
+    """The study a sweep ran, from its sweep.json."""
+    return resolve_study(argparse.Namespace(study=saved["study"], quick=saved["quick"],
+                                            overrides=saved["overrides"]))
+
+
+def plan_lines(study: Study) -> list[str]:
+    lines = [f"{study.name}: {study.description}"]
+    for stage in study.stages:
+        if stage.search is not None:
+            lines += stage.search.plan_lines(stage.name, study.repeats)
+            continue
+        if stage.derive is not None:
+            lines.append(f"stage {stage.name}: grid computed from earlier stages' results")
+            continue
+        trials = study.stage_trials(stage, {})
+        runs = plan_runs(trials, stage.prefix)
+        lines.append(f"stage {stage.name}: {len(runs)} trials" +
+                     (f", {len(trials)} results" if len(trials) != len(runs) else ""))
+        base = runs[0].config.to_flat()
+        varying = sorted({k for r in runs for k, v in r.config.to_flat().items() if v != base[k]})
+        lines.append("  shared: " + ", ".join(f"{k}={v}" for k, v in base.items() if k not in varying))
+        for r in runs:
+            flat = r.config.to_flat()
+            serves = [t.name for t in r.trials[1:]]
+            lines.append(f"  {r.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying)
+                         + (f"  (also serves {', '.join(serves)})" if serves else ""))
+    return lines
+
+
+def trial_count(study: Study) -> str:
+    counts = [str(len(plan_runs(study.stage_trials(s, {}), s.prefix))) if s.planned
+              else f"<={s.search.most_trials(study.repeats)}" if s.search else "?" for s in study.stages]
+    return "+".join(counts)
+
+
+def cmd_list(args, argv=None) -> int:
+    for name, study in studies().items():
+        print(f"{name:<10} {trial_count(study):>8} trials ({trial_count(study.with_quick())} quick)  "
+              f"{study.description}")
+    return 0
+
+
+def cmd_plan(args, argv=None) -> int:
+    print("\n".join(plan_lines(resolve_study(args))))
+    return 0
+
+
+def request_of(args, argv):
+    from orchestrator.sweeps import Request
+    return Request(args.study, tuple(args.overrides), quick=args.quick, resume=args.resume, out=args.out,
+                   data_dir=args.data_dir, storage=args.storage, address=args.address,
+                   cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                   num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_failures=args.max_failures,
+                   repeats_per_trial=args.repeats_per_trial,
+                   verbose=0 if args.quiet else 2 if args.verbose else 1, argv=tuple(argv))
+
+
+def cmd_sweep(args, argv) -> int:
+    from orchestrator.driver import SweepError
+    from orchestrator.report import SWEEP_FILE
+    from orchestrator.sweeps import Interrupted, output_folder, run, with_saved
+    request = request_of(args, argv)
+    if args.dry_run:  # the grid; with --resume, what it would finish
+        out = output_folder(request) if args.resume else None
+        if out is not None and (out / SWEEP_FILE).exists():
+            request = with_saved(request, json.loads((out / SWEEP_FILE).read_text()))
+        print("\n".join(plan_lines(request.resolve_study())))
+        return 0
+    try:
+        finished = run(request)
+    except SweepError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        if e.folder and (e.folder / "report.html").exists():
+            print(f"what finished and what failed: {e.folder / 'report.html'}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("\n".join(finished.closing_lines()))
+    return 0
+
+
+def cmd_report(args, argv) -> int:
+    from orchestrator.report import finished_run, rewrite
+    folder, saved, prov = finished_run(args.run)
+    path, seconds = rewrite(saved_study(saved), folder, prov, argv)
+    print(f"report: {path} and report.md (written in {seconds:.1f} s)")
+    return 0
+
+
+def cmd_compare(args, argv=None) -> int:
+    from orchestrator.report import compare_lines, finished_run
+    a, b = finished_run(args.run_a), finished_run(args.run_b)
+    if a[1]["study"] != b[1]["study"]:
+        raise ConfigError(f"{a[0]} is a run of {a[1]['study']} and {b[0]} of {b[1]['study']}: "
+                         f"compare two runs of the same study")
+    print("\n".join(compare_lines(a, b, saved_study(a[1]).select)))
+    return 0
+
+
+def cmd_data(args, argv=None) -> int:
+    root = resolve_data_dir(args.data_dir)
+    raw = load_cifar10(root)
+    print(f"CIFAR-10 ok at {root}: {len(raw.train_x)} training, {len(raw.test_x)} test images")
+    return 0
+
+
+def cmd_evaluate(args, argv=None) -> int:
+    """The role of the course's project1.py: one line with the test accuracy of saved weights."""
+    from workloads.saved import build, load_weights, test_accuracy
+    cfg, state = load_weights(Path(args.weights))  # bad files: one line, before the data is read
+    model = build(cfg, state)                      # so are weights that do not fit the model
+    acc, n = test_accuracy(cfg, model, load_cifar10(resolve_data_dir(args.data_dir)))
+    print(f"{args.weights}: test accuracy {acc:.4f} on {n} images ({cfg.model.arch}, eval_view {cfg.data.eval_view})")
+    return 0
