@@ -37,12 +37,34 @@ def test_bad_spec_is_rejected():
 
 
 def test_later_studies_presets():
-    # Reference counts: the CIFAR ResNet-18 and VGG-11-with-BN of kuangliu/pytorch-cifar.
+    # Reference count: the CIFAR ResNet-18 of kuangliu/pytorch-cifar.
     assert count_parameters(build_model("resnet18", in_shape=(3, 32, 32))) == 11_173_962
-    assert count_parameters(build_model("vgg_a_bn", in_shape=(3, 32, 32))) == 9_231_114
     bn, plain = build_model("vgg_a_bn"), build_model("vgg_a")
     assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 8
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_vgg_a_is_configuration_a_with_the_course_classifier():
+    """Seed 002's VGG-A (the course's VGG_A): configuration A's eight 3x3 convolutions
+    64-128-256-256-512-512-512-512 with five max-pools, then FC-512, ReLU, FC-512, ReLU,
+    FC-10 on the 512x1x1 map; no dropout. The BN variant adds BatchNorm after each
+    convolution only ("after each CNN layer")."""
+    convs = 3 * 9 * 64 + 64 + 64 * 9 * 128 + 128 + 128 * 9 * 256 + 256 + 256 * 9 * 256 + 256 \
+        + 256 * 9 * 512 + 512 + 3 * (512 * 9 * 512 + 512)
+    classifier = 2 * (512 * 512 + 512) + 512 * 10 + 10
+    assert convs + classifier == 9_750_922
+    assert count_parameters(build_model("vgg_a")) == 9_750_922
+    assert count_parameters(build_model("vgg_a_bn")) == 9_750_922 + 2 * (64 + 128 + 2 * 256 + 4 * 512) == 9_756_426
+    for arch in ("vgg_a", "vgg_a_bn"):
+        model = build_model(arch)
+        assert [m.out_channels for m in model if isinstance(m, nn.Conv2d)] == [64, 128, 256, 256, 512, 512, 512, 512]
+        assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 5
+        tail = [type(m) for m in model][-6:]
+        assert tail == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+        assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
+            (512, 512), (512, 512), (512, 10)]
+        assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in model)
+        assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert build_model("resnet18", in_shape=(3, 32, 32)).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 

@@ -52,13 +52,18 @@ INITS.add("uniform", lambda w, a: nn.init.uniform_(w, -a, a), {"a": 0.05},
 
 
 def _vgg(layout, bn: bool) -> tuple[str, ...]:
+    """VGG's conv stack (BN after every convolution when `bn`), then the classifier of the
+    course's VGG_A (seed 002 trained it): FC-512, ReLU, FC-512, ReLU before the FC-10 that
+    every preset ends in. No dropout: VGG_A has none; the report adds BN to the conv layers only."""
     tokens = []
     for item in layout:
         tokens += ["MaxPool-2x2"] if item == "M" else [f"Conv-3x3x{item}-p1", *(["BN"] if bn else []), "ReLU"]
-    return tuple(tokens)
+    return tuple(tokens) + ("FC-512", "ReLU", "FC-512", "ReLU")
 
 
-_VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")  # VGG-11, "A"
+# Configuration "A" of Simonyan & Zisserman (VGG-11)'s 8 convolutions; on a 32x32 input the
+# stack ends at 512x1x1, so the classifier is 512 wide rather than ImageNet's 4096.
+_VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 ARCHS: dict[str, tuple[str, ...]] = {
     # The PyTorch CIFAR-10 tutorial's net (hw2, elec5307, coordinate): 62,006 parameters on RGB.
