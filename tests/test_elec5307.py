@@ -90,6 +90,29 @@ def test_without_sid_every_family_runs_and_the_baseline_trains_once():
     assert kernel["kernel.7x7"].to_flat() | {"spec": cfg.model.spec} == cfg.to_flat()  # nothing else changes
 
 
+def test_every_resize_family_of_the_appendix_has_resize_values():
+    """The appendix's four '+Resize' transformations (RandomCrop, Flip, Affine, CenterCrop/FiveCrop,
+    Normalize) each vary the input size: Affine+Resize and Normalize+Resize run the baseline
+    resized to 24 and to 40, the same configs as Flip+Resize's (one run serves all three)."""
+    assert [f.title for f in part3.FAMILIES if f.title.endswith("+Resize")] == [
+        "RandomCrop+Resize", "Flip+Resize", "Affine+Resize", "CenterCrop/FiveCrop+Resize", "Normalize+Resize"]
+    study = get_study("elec5307").with_overrides({})
+    trials = study.stage_trials(stage(study, "part3"), {})
+    configs = {t.group: t.config for t in trials}
+    for family in ("affine", "normalize"):
+        assert [g for g in configs if g.startswith(f"{family}.resize")] == [f"{family}.resize24", f"{family}.resize40"]
+        for side in (24, 40):
+            cfg = configs[f"{family}.resize{side}"]
+            assert cfg == configs[f"flip.resize{side}"] and cfg.data.resize == side
+            assert cfg.to_flat() | {"resize": 32} == configs["baseline"].to_flat()  # nothing else changes
+    resized = {t.group.partition(".")[0] for t in trials if t.config.data.resize != 32 or "size=" in t.config.data.augment}
+    assert resized == {"crop", "flip", "affine", "view", "normalize"}
+    runs = plan_runs(trials)
+    assert len(runs) == 43 and len(trials) == 64
+    assert [t.group for t in next(r for r in runs if r.name == "flip.resize40_r0").trials] == [
+        "flip.resize40", "affine.resize40", "normalize.resize40"]
+
+
 def test_the_part3_network_keeps_the_projects_structure_and_limits():
     part3.check_network(ModelConfig(arch="elec5307", spec=part3.NET.spec))
     assert part3.NET.spec.count("Conv-") == 3 and part3.NET.spec.count("FC-") == 3
