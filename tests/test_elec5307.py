@@ -159,6 +159,39 @@ def record(group, batch, lr, epochs, val, test, seconds, repeat=0, finished=True
                      train_seconds=seconds, status=M.FINISHED if finished else M.DIVERGED)
 
 
+def part1_record(epochs: int, upto: int) -> RunRecord:
+    """The part1 group of length `epochs`, served by one run of `upto` epochs (its prefix)."""
+    e = np.arange(1, epochs + 1, dtype=float)
+    curves = pd.DataFrame({M.STEP: e * 10, M.EPOCH: e, M.LOSS: 2 / e, M.VAL_LOSS: 2.1 / e, M.TRAIN_ACC: 0.3 + e / 50,
+                           M.VAL_ACC: 0.3 + e / 60})
+    config = {"batch_size": 4, "lr": 0.001, "epochs": epochs, "val_per_class": 500, "val_subset": 0}
+    return RunRecord("part1", f"tutorial_{epochs}ep", 0, config, curves, 0.4 + epochs / 100, 10.0 * upto,
+                     train_seconds=10.0 * epochs, run=f"tutorial_{upto}ep_r0")
+
+
+def test_part1_reports_the_notebooks_two_epochs_and_the_longer_prefixes_as_its_curve(tmp_path):
+    """The course notebook trains the tutorial net for 2 epochs: that is part1's result; the
+    16-epoch run that serves every length is its curve (test accuracy at each length: dots)."""
+    from results.elec5307 import part1_result, report
+    from search_spaces.elec5307 import PART1_EPOCHS
+    assert PART1_EPOCHS == 2
+    study = get_study("elec5307")
+    assert [t.group for t in study.stage_trials(stage(study, "part1"), {})] == [
+        f"tutorial_{e}ep" for e in (1, 2, 4, 8, 16)]
+    recs = [part1_record(e, 16) for e in (1, 2, 4, 8, 16)]
+    found = report({"part1": recs}, tmp_path, study, part1_epochs=PART1_EPOCHS)["summary"]
+    (row,) = found.to_dict("records")
+    assert (row["part"], row["group"], row["what"]) == (
+        "part1", "tutorial_2ep", "the tutorial baseline: 2 epochs, as the course notebook runs it")
+    assert row["test_acc_mean"] == pytest.approx(0.42) and row["val_acc_mean"] == pytest.approx(0.3 + 2 / 60)
+    assert pd.read_csv(tmp_path / "part1.csv")["epochs"].tolist() == [1, 2, 4, 8, 16]
+    assert (tmp_path / "part1.png").stat().st_size > 20000
+    # Lengths without the notebook's (epochs=4,8): the longest, said so.
+    aggs = aggregate_groups([part1_record(e, 8) for e in (4, 8)], select=M.VAL_ACC)
+    chosen, what = part1_result(aggs, 2)
+    assert chosen.group == "tutorial_8ep" and what == "the tutorial baseline at 8 epochs (the notebook's 2 were not run)"
+
+
 def test_part2_table_and_choice_without_repeats_use_the_binomial_standard_error():
     # 5,000 validation images at p = 0.6: sqrt(0.24 / 5000) = 0.0069.
     recs = [record("a", 4, 0.001, 16, 0.600, 0.59, 160.0), record("b", 8, 0.001, 8, 0.595, 0.61, 40.0),
@@ -292,6 +325,7 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
     seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
     assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
     assert "part2's choice, batch4_lr" in page and "modified: the best variant on validation" in page
+    assert "the tutorial baseline: 2 epochs, as the course notebook runs it" in page
     grid = pd.read_csv(out / "part2.csv")
     assert len(grid) == 4 and sorted(grid["epochs"].unique()) == [1, 2]  # 2 runs, 2 lengths each
     assert grid[["val_acc_mean", "test_acc_mean"]].notna().all().all() and (grid["train_s_total"] > 0).all()
