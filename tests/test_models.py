@@ -121,3 +121,34 @@ def test_activations_and_inits_are_registry_entries():
         ModelConfig(activation="swish")
     with pytest.raises(ConfigError, match="init normal:std=-1: std must be > 0"):
         ModelConfig(init="normal:std=-1")
+
+
+def test_lp_pooling_is_the_power_2_norm_of_each_window():
+    """Seed 004's LPPool2d(2, 2): sqrt of the sum of squares over each 2x2 window."""
+    model = build_from_spec(("LPPool-2x2",), in_shape=(1, 4, 4))
+    (pool,) = model
+    assert isinstance(pool, nn.LPPool2d) and pool.norm_type == 2 and pool.kernel_size == (2, 2)
+    x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(1, 1, 2, 2, 4)
+    torch.testing.assert_close(model(x), windows.pow(2).sum(-1).sqrt())
+
+
+def test_he_on_the_convolutions_only_leaves_the_fc_layers_as_built():
+    """init=kaiming_uniform_conv (seed 004's second try): the convolutions re-drawn with He's
+    uniform bound sqrt(6 / fan_in), biases 0; the FC layers exactly as PyTorch built them."""
+    torch.manual_seed(0)
+    plain = build_model("tutorial")
+    torch.manual_seed(0)
+    he = build_model("tutorial", init="kaiming_uniform_conv")
+    convs = [(a, b) for a, b in zip(plain, he) if isinstance(a, nn.Conv2d)]
+    fcs = [(a, b) for a, b in zip(plain, he) if isinstance(a, nn.Linear)]
+    assert len(convs) == 2 and len(fcs) == 3
+    for a, b in fcs:
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) and a.bias.abs().sum() > 0
+    for a, b in convs:
+        fan_in = b.weight[0].numel()
+        assert not torch.equal(a.weight, b.weight) and (b.bias == 0).all()
+        assert 1 / fan_in ** 0.5 < b.weight.abs().max() <= (6 / fan_in) ** 0.5
+    torch.manual_seed(0)
+    everywhere = build_model("tutorial", init="kaiming_uniform")
+    assert all((m.bias == 0).all() for m in everywhere if isinstance(m, nn.Linear))

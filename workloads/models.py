@@ -9,7 +9,7 @@ named presets in one registry.
 Notation (convolutions default to stride 1 and valid padding; pools use stride = size):
     FC-32 / FC-64-nobias      Linear (flattens first if needed), optionally without bias
     Conv-3x3x16[-p1][-s2]     convolution to 16 channels, padding 1, stride 2
-    MaxPool-2x2 / AvgPool-2x2 pooling, stride 2
+    MaxPool-2x2 / AvgPool-2x2 pooling, stride 2; LPPool-2x2: power-2 pooling, nn.LPPool2d(2, 2)
     GAP                       global average pool to (C,)
     BN                        batch normalisation (2d or 1d, from the shape)
     Dropout-0.5               dropout with p = 0.5
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import torch
 from torch import nn
@@ -45,6 +46,8 @@ INITS.add("xavier_uniform", nn.init.xavier_uniform_)
 INITS.add("xavier_normal", nn.init.xavier_normal_)
 INITS.add("kaiming_uniform", lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"))
 INITS.add("kaiming_normal", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+# He on the convolutions alone, the FC layers left as PyTorch built them (seed 004's second try).
+INITS.add("kaiming_uniform_conv", lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"), layers=(nn.Conv2d,))
 INITS.add("normal", lambda w, std: nn.init.normal_(w, 0.0, std), {"std": 0.01},
           lambda p: None if p["std"] > 0 else "std must be > 0")
 INITS.add("uniform", lambda w, a: nn.init.uniform_(w, -a, a), {"a": 0.05},
@@ -93,7 +96,7 @@ ASSIGNMENT_ARCHS = ("mlp_1", "mlp_2", "cnn_3", "cnn_4", "cnn_5")
 _TOKENS = {
     "fc": re.compile(r"FC-(\d+)(-nobias)?"),
     "conv": re.compile(r"Conv-(\d+)x(\d+)x(\d+)(?:-p(\d+))?(?:-s(\d+))?(-nobias)?"),
-    "pool": re.compile(r"(Max|Avg)Pool-(\d+)x(\d+)"),
+    "pool": re.compile(r"(Max|Avg|LP)Pool-(\d+)x(\d+)"),
     "res": re.compile(r"Res-(\d+)(?:-s(\d+))?"),
     "dropout": re.compile(r"Dropout-(0(?:\.\d+)?|1(?:\.0*)?)"),
     "gap": re.compile(r"GAP"),
@@ -141,13 +144,15 @@ def activation_module(text: str) -> nn.Module:
 
 
 def initialise(model: nn.Module, text: str) -> nn.Module:
-    """Re-draw every Conv and Linear weight with the INITS entry `text` (biases to 0)."""
+    """Re-draw every Conv and Linear weight (or the entry's `layers`) with the INITS entry
+    `text`; the biases of the layers re-drawn start at 0."""
     spec = INITS.parse(text)
     if spec.entry.fn is None:
         return model
+    layers = spec.entry.meta.get("layers", (nn.Conv2d, nn.Linear))
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, layers):
                 spec.entry.fn(m.weight, **spec.params)
                 if m.bias is not None:
                     m.bias.zero_()
@@ -178,7 +183,8 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(3, 32, 32), width:
             shape = (out, (shape[1] + 2 * pad - kh) // stride + 1, (shape[2] + 2 * pad - kw) // stride + 1)
         elif m := _TOKENS["pool"].fullmatch(token):
             kh, kw = int(m[2]), int(m[3])
-            layers.append((nn.MaxPool2d if m[1] == "Max" else nn.AvgPool2d)((kh, kw)))
+            pool = {"Max": nn.MaxPool2d, "Avg": nn.AvgPool2d, "LP": partial(nn.LPPool2d, 2)}[m[1]]
+            layers.append(pool((kh, kw)))
             shape = (shape[0], shape[1] // kh, shape[2] // kw)
         elif m := _TOKENS["res"].fullmatch(token):
             out, stride = scaled(int(m[1]), i), int(m[2] or 1)
