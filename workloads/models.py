@@ -17,7 +17,8 @@ Notation (convolutions default to stride 1 and valid padding; pools use stride =
     ReLU                      "the activation": the `activation` parameter (ACTIVATIONS)
 Widths (Conv, Res and hidden FC) scale with `width`; the prediction layer FC-10
 is appended to every preset and never scaled. `init` (INITS) re-draws the
-weights of every Conv and Linear layer after PyTorch's own initialisation.
+weights of every Conv and Linear layer after PyTorch's own initialisation (of the
+Conv layers alone for kaiming_uniform_conv).
 """
 from __future__ import annotations
 
