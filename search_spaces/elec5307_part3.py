@@ -27,12 +27,12 @@ input side after the training augmentations. What each family's values are:
                horizontal flip with every image resized to 24 or to 40 (the model's input)
   affine       Affine+Resize: RandomAffine added to the baseline's flip and crop:
                rotation 15 degrees, scale 0.85-1.15, shear 10; and translation 0.125
-               (4 pixels) instead of the crop
+               (4 pixels) instead of the crop; the baseline resized to 24 or to 40
   view         CenterCrop/FiveCrop+Resize: training on random 28 (or 24) crops resized to
                32; evaluation on the centre crop, or on the five crops with the model's
                outputs averaged (FiveCrop), each resized to 32
   normalize    Normalize+Resize: Normalize(0.5, 0.5) (the tutorial's) and none (ToTensor's
-               [0, 1]) against CIFAR-10's mean and std
+               [0, 1]) against CIFAR-10's mean and std; the baseline resized to 24 or to 40
   channels     16-32-64 and 64-128-256
   activation   tanh, sigmoid, leaky_relu (slope 0.1), elu against relu
   dropout      Dropout 0.25 after each pooling layer, 0.5 after each hidden FC layer, both
@@ -139,6 +139,10 @@ def crop(size: int, view: str = "center") -> tuple:
 
 
 V = Variant
+# The appendix pairs four transformations with Resize; the baseline resized to 24 and to 40
+# is each +Resize family's resize values (identical configs: trained once for all of them).
+RESIZED = tuple(V(f"resize{side}", (("resize", side),), f"the baseline, every image resized to {side}x{side}")
+                for side in (24, 40))
 FAMILIES = (
     Family("crop", "RandomCrop+Resize", "transformation", (
         V("none", (("augment", "flip"),), "no crop"),
@@ -157,8 +161,9 @@ FAMILIES = (
         V("scale", (("augment", "flip,crop,affine:scale=0.85/1.15"),), "RandomAffine(scale=(0.85, 1.15)) added"),
         V("shear10", (("augment", "flip,crop,affine:shear=10"),), "RandomAffine(shear=10) added"),
         V("translate", (("augment", "flip,affine:translate=0.125"),),
-          "RandomAffine(translate=(0.125, 0.125)) instead of the crop")),
-        "no affine map"),
+          "RandomAffine(translate=(0.125, 0.125)) instead of the crop"),
+        *RESIZED),
+        "no affine map at 32x32"),
     Family("view", "CenterCrop/FiveCrop+Resize", "transformation", (
         V("center28", crop(28), "train on random 28 crops; test on the centre 28 crop, resized to 32"),
         V("five28", crop(28, "five"), "train on random 28 crops; test on the five 28 crops, outputs averaged"),
@@ -167,8 +172,9 @@ FAMILIES = (
         "the whole 32x32 image"),
     Family("normalize", "Normalize+Resize", "transformation", (
         V("half", (("normalize", "half"),), "Normalize((0.5,)*3, (0.5,)*3), to [-1, 1]"),
-        V("none", (("normalize", "none"),), "no normalisation: [0, 1]")),
-        "CIFAR-10's mean and std"),
+        V("none", (("normalize", "none"),), "no normalisation: [0, 1]"),
+        *RESIZED),
+        "CIFAR-10's mean and std at 32x32"),
     Family("channels", "Channel number", "structure", (
         V("16-32-64", spec(channels=(16, 32, 64)), "16-32-64 channels"),
         V("64-128-256", spec(channels=(64, 128, 256)), "64-128-256 channels")),

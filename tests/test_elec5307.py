@@ -90,6 +90,29 @@ def test_without_sid_every_family_runs_and_the_baseline_trains_once():
     assert kernel["kernel.7x7"].to_flat() | {"spec": cfg.model.spec} == cfg.to_flat()  # nothing else changes
 
 
+def test_every_resize_family_of_the_appendix_has_resize_values():
+    """The appendix's four '+Resize' transformations (RandomCrop, Flip, Affine, CenterCrop/FiveCrop,
+    Normalize) each vary the input size: Affine+Resize and Normalize+Resize run the baseline
+    resized to 24 and to 40, the same configs as Flip+Resize's (one run serves all three)."""
+    assert [f.title for f in part3.FAMILIES if f.title.endswith("+Resize")] == [
+        "RandomCrop+Resize", "Flip+Resize", "Affine+Resize", "CenterCrop/FiveCrop+Resize", "Normalize+Resize"]
+    study = get_study("elec5307").with_overrides({})
+    trials = study.stage_trials(stage(study, "part3"), {})
+    configs = {t.group: t.config for t in trials}
+    for family in ("affine", "normalize"):
+        assert [g for g in configs if g.startswith(f"{family}.resize")] == [f"{family}.resize24", f"{family}.resize40"]
+        for side in (24, 40):
+            cfg = configs[f"{family}.resize{side}"]
+            assert cfg == configs[f"flip.resize{side}"] and cfg.data.resize == side
+            assert cfg.to_flat() | {"resize": 32} == configs["baseline"].to_flat()  # nothing else changes
+    resized = {t.group.partition(".")[0] for t in trials if t.config.data.resize != 32 or "size=" in t.config.data.augment}
+    assert resized == {"crop", "flip", "affine", "view", "normalize"}
+    runs = plan_runs(trials)
+    assert len(runs) == 43 and len(trials) == 64
+    assert [t.group for t in next(r for r in runs if r.name == "flip.resize40_r0").trials] == [
+        "flip.resize40", "affine.resize40", "normalize.resize40"]
+
+
 def test_the_part3_network_keeps_the_projects_structure_and_limits():
     part3.check_network(ModelConfig(arch="elec5307", spec=part3.NET.spec))
     assert part3.NET.spec.count("Conv-") == 3 and part3.NET.spec.count("FC-") == 3
@@ -134,6 +157,39 @@ def record(group, batch, lr, epochs, val, test, seconds, repeat=0, finished=True
     config = {"batch_size": batch, "lr": lr, "epochs": epochs, "val_per_class": 500, "val_subset": 0}
     return RunRecord("part2", group, repeat, config, curves, test if finished else math.nan, seconds,
                      train_seconds=seconds, status=M.FINISHED if finished else M.DIVERGED)
+
+
+def part1_record(epochs: int, upto: int) -> RunRecord:
+    """The part1 group of length `epochs`, served by one run of `upto` epochs (its prefix)."""
+    e = np.arange(1, epochs + 1, dtype=float)
+    curves = pd.DataFrame({M.STEP: e * 10, M.EPOCH: e, M.LOSS: 2 / e, M.VAL_LOSS: 2.1 / e, M.TRAIN_ACC: 0.3 + e / 50,
+                           M.VAL_ACC: 0.3 + e / 60})
+    config = {"batch_size": 4, "lr": 0.001, "epochs": epochs, "val_per_class": 500, "val_subset": 0}
+    return RunRecord("part1", f"tutorial_{epochs}ep", 0, config, curves, 0.4 + epochs / 100, 10.0 * upto,
+                     train_seconds=10.0 * epochs, run=f"tutorial_{upto}ep_r0")
+
+
+def test_part1_reports_the_notebooks_two_epochs_and_the_longer_prefixes_as_its_curve(tmp_path):
+    """The course notebook trains the tutorial net for 2 epochs: that is part1's result; the
+    16-epoch run that serves every length is its curve (test accuracy at each length: dots)."""
+    from results.elec5307 import part1_result, report
+    from search_spaces.elec5307 import PART1_EPOCHS
+    assert PART1_EPOCHS == 2
+    study = get_study("elec5307")
+    assert [t.group for t in study.stage_trials(stage(study, "part1"), {})] == [
+        f"tutorial_{e}ep" for e in (1, 2, 4, 8, 16)]
+    recs = [part1_record(e, 16) for e in (1, 2, 4, 8, 16)]
+    found = report({"part1": recs}, tmp_path, study, part1_epochs=PART1_EPOCHS)["summary"]
+    (row,) = found.to_dict("records")
+    assert (row["part"], row["group"], row["what"]) == (
+        "part1", "tutorial_2ep", "the tutorial baseline: 2 epochs, as the course notebook runs it")
+    assert row["test_acc_mean"] == pytest.approx(0.42) and row["val_acc_mean"] == pytest.approx(0.3 + 2 / 60)
+    assert pd.read_csv(tmp_path / "part1.csv")["epochs"].tolist() == [1, 2, 4, 8, 16]
+    assert (tmp_path / "part1.png").stat().st_size > 20000
+    # Lengths without the notebook's (epochs=4,8): the longest, said so.
+    aggs = aggregate_groups([part1_record(e, 8) for e in (4, 8)], select=M.VAL_ACC)
+    chosen, what = part1_result(aggs, 2)
+    assert chosen.group == "tutorial_8ep" and what == "the tutorial baseline at 8 epochs (the notebook's 2 were not run)"
 
 
 def test_part2_table_and_choice_without_repeats_use_the_binomial_standard_error():
@@ -265,10 +321,8 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
     runs, results = map(int, re.search(r"finished: (\d+) of \1 runs \((\d+) results\)", said).group(1, 2))
     assert runs == len(pd.read_csv(out / "trials.csv")) and results > runs, said
     page = (out / "report.md").read_text()
-    from browser import check_page, chromium_or_skip
-    seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
-    assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
     assert "part2's choice, batch4_lr" in page and "modified: the best variant on validation" in page
+    assert "the tutorial baseline: 2 epochs, as the course notebook runs it" in page
     grid = pd.read_csv(out / "part2.csv")
     assert len(grid) == 4 and sorted(grid["epochs"].unique()) == [1, 2]  # 2 runs, 2 lengths each
     assert grid[["val_acc_mean", "test_acc_mean"]].notna().all().all() and (grid["train_s_total"] > 0).all()
@@ -286,3 +340,7 @@ def test_quick_sweep_runs_every_part_and_reports_them(ray_local, data_dir, tmp_p
     assert json.loads((out / "modified.json").read_text())["spec"] and (out / "modified.pt").exists()
     assert main(["evaluate", str(out / "baseline.pt"), "--data-dir", str(data_dir)]) == 0
     assert "on 10000 images (elec5307, eval_view full)" in capsys.readouterr().out
+    # Last: without a browser it skips, and the checks above have run.
+    from browser import check_page, chromium_or_skip
+    seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
+    assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen

@@ -37,12 +37,34 @@ def test_bad_spec_is_rejected():
 
 
 def test_later_studies_presets():
-    # Reference counts: the CIFAR ResNet-18 and VGG-11-with-BN of kuangliu/pytorch-cifar.
+    # Reference count: the CIFAR ResNet-18 of kuangliu/pytorch-cifar.
     assert count_parameters(build_model("resnet18", in_shape=(3, 32, 32))) == 11_173_962
-    assert count_parameters(build_model("vgg_a_bn", in_shape=(3, 32, 32))) == 9_231_114
     bn, plain = build_model("vgg_a_bn"), build_model("vgg_a")
     assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 8
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_vgg_a_is_configuration_a_with_the_course_classifier():
+    """Seed 002's VGG-A (the course's VGG_A): configuration A's eight 3x3 convolutions
+    64-128-256-256-512-512-512-512 with five max-pools, then FC-512, ReLU, FC-512, ReLU,
+    FC-10 on the 512x1x1 map; no dropout. The BN variant adds BatchNorm after each
+    convolution only ("after each CNN layer")."""
+    convs = 3 * 9 * 64 + 64 + 64 * 9 * 128 + 128 + 128 * 9 * 256 + 256 + 256 * 9 * 256 + 256 \
+        + 256 * 9 * 512 + 512 + 3 * (512 * 9 * 512 + 512)
+    classifier = 2 * (512 * 512 + 512) + 512 * 10 + 10
+    assert convs + classifier == 9_750_922
+    assert count_parameters(build_model("vgg_a")) == 9_750_922
+    assert count_parameters(build_model("vgg_a_bn")) == 9_750_922 + 2 * (64 + 128 + 2 * 256 + 4 * 512) == 9_756_426
+    for arch in ("vgg_a", "vgg_a_bn"):
+        model = build_model(arch)
+        assert [m.out_channels for m in model if isinstance(m, nn.Conv2d)] == [64, 128, 256, 256, 512, 512, 512, 512]
+        assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 5
+        tail = [type(m) for m in model][-6:]
+        assert tail == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+        assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
+            (512, 512), (512, 512), (512, 10)]
+        assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in model)
+        assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert build_model("resnet18", in_shape=(3, 32, 32)).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -99,3 +121,34 @@ def test_activations_and_inits_are_registry_entries():
         ModelConfig(activation="swish")
     with pytest.raises(ConfigError, match="init normal:std=-1: std must be > 0"):
         ModelConfig(init="normal:std=-1")
+
+
+def test_lp_pooling_is_the_power_2_norm_of_each_window():
+    """Seed 004's LPPool2d(2, 2): sqrt of the sum of squares over each 2x2 window."""
+    model = build_from_spec(("LPPool-2x2",), in_shape=(1, 4, 4))
+    (pool,) = model
+    assert isinstance(pool, nn.LPPool2d) and pool.norm_type == 2 and pool.kernel_size == (2, 2)
+    x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(1, 1, 2, 2, 4)
+    torch.testing.assert_close(model(x), windows.pow(2).sum(-1).sqrt())
+
+
+def test_he_on_the_convolutions_only_leaves_the_fc_layers_as_built():
+    """init=kaiming_uniform_conv (seed 004's second try): the convolutions re-drawn with He's
+    uniform bound sqrt(6 / fan_in), biases 0; the FC layers exactly as PyTorch built them."""
+    torch.manual_seed(0)
+    plain = build_model("tutorial")
+    torch.manual_seed(0)
+    he = build_model("tutorial", init="kaiming_uniform_conv")
+    convs = [(a, b) for a, b in zip(plain, he) if isinstance(a, nn.Conv2d)]
+    fcs = [(a, b) for a, b in zip(plain, he) if isinstance(a, nn.Linear)]
+    assert len(convs) == 2 and len(fcs) == 3
+    for a, b in fcs:
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) and a.bias.abs().sum() > 0
+    for a, b in convs:
+        fan_in = b.weight[0].numel()
+        assert not torch.equal(a.weight, b.weight) and (b.bias == 0).all()
+        assert 1 / fan_in ** 0.5 < b.weight.abs().max() <= (6 / fan_in) ** 0.5
+    torch.manual_seed(0)
+    everywhere = build_model("tutorial", init="kaiming_uniform")
+    assert all((m.bias == 0).all() for m in everywhere if isinstance(m, nn.Linear))

@@ -9,7 +9,7 @@ named presets in one registry.
 Notation (convolutions default to stride 1 and valid padding; pools use stride = size):
     FC-32 / FC-64-nobias      Linear (flattens first if needed), optionally without bias
     Conv-3x3x16[-p1][-s2]     convolution to 16 channels, padding 1, stride 2
-    MaxPool-2x2 / AvgPool-2x2 pooling, stride 2
+    MaxPool-2x2 / AvgPool-2x2 pooling, stride 2; LPPool-2x2: power-2 pooling, nn.LPPool2d(2, 2)
     GAP                       global average pool to (C,)
     BN                        batch normalisation (2d or 1d, from the shape)
     Dropout-0.5               dropout with p = 0.5
@@ -17,13 +17,15 @@ Notation (convolutions default to stride 1 and valid padding; pools use stride =
     ReLU                      "the activation": the `activation` parameter (ACTIVATIONS)
 Widths (Conv, Res and hidden FC) scale with `width`; the prediction layer FC-10
 is appended to every preset and never scaled. `init` (INITS) re-draws the
-weights of every Conv and Linear layer after PyTorch's own initialisation.
+weights of every Conv and Linear layer after PyTorch's own initialisation (of the
+Conv layers alone for kaiming_uniform_conv).
 """
 from __future__ import annotations
 
 import functools
 import math
 import re
+from functools import partial
 
 import torch
 from torch import nn
@@ -46,6 +48,8 @@ INITS.add("xavier_uniform", nn.init.xavier_uniform_)
 INITS.add("xavier_normal", nn.init.xavier_normal_)
 INITS.add("kaiming_uniform", lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"))
 INITS.add("kaiming_normal", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+# He on the convolutions alone, the FC layers left as PyTorch built them (seed 004's second try).
+INITS.add("kaiming_uniform_conv", lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"), layers=(nn.Conv2d,))
 INITS.add("normal", lambda w, std: nn.init.normal_(w, 0.0, std), {"std": 0.01},
           lambda p: None if p["std"] > 0 else "std must be > 0")
 INITS.add("uniform", lambda w, a: nn.init.uniform_(w, -a, a), {"a": 0.05},
@@ -53,13 +57,18 @@ INITS.add("uniform", lambda w, a: nn.init.uniform_(w, -a, a), {"a": 0.05},
 
 
 def _vgg(layout, bn: bool) -> tuple[str, ...]:
+    """VGG's conv stack (BN after every convolution when `bn`), then the classifier of the
+    course's VGG_A (seed 002 trained it): FC-512, ReLU, FC-512, ReLU before the FC-10 that
+    every preset ends in. No dropout: VGG_A has none; the report adds BN to the conv layers only."""
     tokens = []
     for item in layout:
         tokens += ["MaxPool-2x2"] if item == "M" else [f"Conv-3x3x{item}-p1", *(["BN"] if bn else []), "ReLU"]
-    return tuple(tokens)
+    return tuple(tokens) + ("FC-512", "ReLU", "FC-512", "ReLU")
 
 
-_VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")  # VGG-11, "A"
+# Configuration "A" of Simonyan & Zisserman (VGG-11)'s 8 convolutions; on a 32x32 input the
+# stack ends at 512x1x1, so the classifier is 512 wide rather than ImageNet's 4096.
+_VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 ARCHS: dict[str, tuple[str, ...]] = {
     # The PyTorch CIFAR-10 tutorial's net (hw2, elec5307, coordinate): 62,006 parameters on RGB.
@@ -89,7 +98,7 @@ ASSIGNMENT_ARCHS = ("mlp_1", "mlp_2", "cnn_3", "cnn_4", "cnn_5")
 _TOKENS = {
     "fc": re.compile(r"FC-(\d+)(-nobias)?"),
     "conv": re.compile(r"Conv-(\d+)x(\d+)x(\d+)(?:-p(\d+))?(?:-s(\d+))?(-nobias)?"),
-    "pool": re.compile(r"(Max|Avg)Pool-(\d+)x(\d+)"),
+    "pool": re.compile(r"(Max|Avg|LP)Pool-(\d+)x(\d+)"),
     "res": re.compile(r"Res-(\d+)(?:-s(\d+))?"),
     "dropout": re.compile(r"Dropout-(0(?:\.\d+)?|1(?:\.0*)?)"),
     "gap": re.compile(r"GAP"),
@@ -165,13 +174,15 @@ def activation_module(text: str) -> nn.Module:
 
 
 def initialise(model: nn.Module, text: str) -> nn.Module:
-    """Re-draw every Conv and Linear weight with the INITS entry `text` (biases to 0)."""
+    """Re-draw every Conv and Linear weight (or the entry's `layers`) with the INITS entry
+    `text`; the biases of the layers re-drawn start at 0."""
     spec = INITS.parse(text)
     if spec.entry.fn is None:
         return model
+    layers = spec.entry.meta.get("layers", (nn.Conv2d, nn.Linear))
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, layers):
                 spec.entry.fn(m.weight, **spec.params)
                 if m.bias is not None:
                     m.bias.zero_()
@@ -202,7 +213,8 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(3, 32, 32), width:
             shape = (out, (shape[1] + 2 * pad - kh) // stride + 1, (shape[2] + 2 * pad - kw) // stride + 1)
         elif m := _TOKENS["pool"].fullmatch(token):
             kh, kw = int(m[2]), int(m[3])
-            layers.append((nn.MaxPool2d if m[1] == "Max" else nn.AvgPool2d)((kh, kw)))
+            pool = {"Max": nn.MaxPool2d, "Avg": nn.AvgPool2d, "LP": partial(nn.LPPool2d, 2)}[m[1]]
+            layers.append(pool((kh, kw)))
             shape = (shape[0], shape[1] // kh, shape[2] // kw)
         elif m := _TOKENS["res"].fullmatch(token):
             out, stride = scaled(int(m[1]), i), int(m[2] or 1)
