@@ -224,8 +224,13 @@ def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local
     seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
     assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen
     (out / "report.md").unlink()
-    assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
+    assert main(["report", str(out)]) == 0  # again from the saved records: the search's decisions are kept
     assert (out / "report.md").read_text().count("The path of choices") == 1
+    from orchestrator.report import load_records
+    saved, _ = load_records(out)  # records.json keeps the decisions; runs.parquet the search's runs
+    assert isinstance(saved["search"], SearchRecords) and len(saved["search"]) == 10
+    assert [h["step"] for h in saved["search"].history] == list(path["setting"][:-1])
+    assert json.loads(json.dumps(saved["search"].best, default=str)) == best["config"]
 
 
 @pytest.mark.slow
