@@ -98,7 +98,7 @@ def convert(folder: Path) -> None:
         results, failed = saved["results"], saved["failed"]
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{folder / OLD_FILE}: cannot be read by this code ({type(e).__name__}: {e}); "
-                          f"`sweep STUDY --resume --out {folder}` with the code that ran it writes it again") from e
+                          f"`sweep STUDY --resume --out {folder}` writes the records again from its trial folders") from e
     save_records(folder, results, failed)
     print(f"orchestrator: converted {folder / OLD_FILE} (earlier code) to {', '.join(RECORD_FILES)}; "
           f"the pickle is no longer read", file=sys.stderr)
