@@ -7,7 +7,7 @@ Where things go. Tune's trial folders (checkpoints, progress) live at
 experiment_path(): under the out folder, or with `storage` (a folder every node
 mounts, or a pyarrow URI such as s3://bucket/runs) under STORAGE/<out's name>.
 The out folder gets trials.csv (each trial's status and where it ran) and
-records.pkl (every stage's RunRecords, without weights) as stages end, then the
+the records (runs.parquet, curves.parquet, records.json: results/records.py) as stages end, then the
 study's report, report.html and report.md (orchestrator/report.py), and
 provenance.json, written last: a folder without it holds an unfinished sweep,
 and `resume` restores every stage from Tune's saved state, so finished trials

@@ -4,11 +4,13 @@
     python -m orchestrator compare runs/part3/before runs/part3/after  # per group: B minus A
 
 The driver saves every stage's RunRecords (weights aside, first-layer weights
-kept: they are small and part3 draws them) to records.pkl as the stage ends,
+kept: they are small and part3 draws them) as the stage ends, in open formats
+(results/records.py: runs.parquet, curves.parquet, first_layer.npz, records.json),
 and writes the report when the sweep ends. `report RUN` runs the same code on
 the saved records: the study's report function (its pickles, CSVs and figures,
-drawn again; the best models' .pt files stay as the sweep wrote them, since
-records.pkl keeps no full weights) and then results/document.py's page.
+drawn again; the best models' .pt files stay as the sweep wrote them, since the
+records keep no full weights) and then results/document.py's page. A folder with
+only the records.pkl of earlier code is converted to those files on the way.
 """
 from __future__ import annotations
 
@@ -16,31 +18,28 @@ import json
 import pickle
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from results.aggregate import aggregate_groups
 from results.comparisons import between_runs
 from results.document import study_document, versus_table
 from results.html import write_report
-from results.io import write_pickle
+from results.records import INDEX_FILE, OLD_FILE, RECORD_FILES, read_records, write_records
 from search_spaces.search import SearchRecords
 from workloads.config import ConfigError
 
-RECORDS_FILE = "records.pkl"    # {"results": {stage: [RunRecord]}, "failed": [orchestrator.collect.failures()]}
+RECORDS_FILE = INDEX_FILE       # records.json, written last of RECORD_FILES; OLD_FILE: earlier code's pickle
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume and `report` rebuild the same study
 DONE_FILE = "provenance.json"   # written last: its presence means the sweep finished
 
 
 def save_records(out: Path, results: dict, failed=()) -> None:
-    # weights: a loader of the Tune checkpoint, which a report needs only for best/*.pt;
-    # a search stage's records keep what the search decided (search_spaces.search.SearchRecords)
-    stripped = {stage: _container(recs, [replace(r, weights=None) for r in recs]) for stage, recs in results.items()}
-    write_pickle(out / RECORDS_FILE, {"results": stripped, "failed": list(failed)})
-
-
-def _container(original, records: list):
-    return original.replaced(records) if isinstance(original, SearchRecords) else records
+    """Every stage's RunRecords without their weights (a loader of the Tune checkpoint, which a
+    report needs only for best/*.pt), the failed trials (orchestrator.collect.failures()) and
+    what each search stage decided (search_spaces.search.SearchRecords)."""
+    search = {stage: {"history": recs.history, "best": recs.best, "base": recs.base}
+              for stage, recs in results.items() if isinstance(recs, SearchRecords)}
+    write_records(out, {stage: list(recs) for stage, recs in results.items()}, failed, search)
 
 
 def write_study_report(study, results: dict, out: Path, provenance: dict, failed=(),
@@ -55,7 +54,7 @@ def write_study_report(study, results: dict, out: Path, provenance: dict, failed
 
 
 def report_unfinished(study, results: dict, out: Path, provenance: dict, failed: list, why: str) -> None:
-    """records.pkl and a report of what a failed sweep had; no provenance.json, so that
+    """The records and a report of what a failed sweep had; no provenance.json, so that
     `sweep --resume` still finishes it."""
     save_records(out, results, failed)
     try:
@@ -74,22 +73,35 @@ def finished_run(folder: str | Path) -> tuple[Path, dict, dict]:
     if not (folder / DONE_FILE).is_file():
         raise ConfigError(f"{folder}: the sweep has not finished (no {DONE_FILE}); "
                           f"finish it with `sweep STUDY --resume --out {folder}`")
-    if not (folder / RECORDS_FILE).is_file():
+    if not (folder / RECORDS_FILE).is_file() and not (folder / OLD_FILE).is_file():
         raise ConfigError(f"{folder}: no {RECORDS_FILE} (an older sweep); `sweep STUDY --resume --out {folder}` "
                           f"reports it again and writes one")
     return folder, json.loads((folder / SWEEP_FILE).read_text()), json.loads((folder / DONE_FILE).read_text())
 
 
 def load_records(folder: Path) -> tuple[dict, list]:
-    """The records a sweep saved; ConfigError in one line when this code cannot read them
-    (a damaged file, or one written by code whose RunRecord differs)."""
+    """The records a sweep saved ({stage: [RunRecord] or SearchRecords}, failed trials); an
+    earlier sweep's records.pkl is converted first. ConfigError in one line when they cannot be read."""
+    if not (folder / RECORDS_FILE).is_file() and (folder / OLD_FILE).is_file():
+        convert(folder)
+    results, failed, search = read_records(folder)
+    return {stage: SearchRecords(recs, **search[stage]) if stage in search else recs
+            for stage, recs in results.items()}, failed
+
+
+def convert(folder: Path) -> None:
+    """records.pkl of earlier code as the files this code reads (the pickle stays), if this
+    code's classes can load it; else ConfigError in one line."""
     try:
-        with open(folder / RECORDS_FILE, "rb") as f:
+        with open(folder / OLD_FILE, "rb") as f:
             saved = pickle.load(f)
-        return saved["results"], saved["failed"]
+        results, failed = saved["results"], saved["failed"]
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{folder / RECORDS_FILE}: cannot be read by this code ({type(e).__name__}: {e}); "
-                          f"`sweep STUDY --resume --out {folder}` with the code that ran it writes it again") from e
+        raise ConfigError(f"{folder / OLD_FILE}: cannot be read by this code ({type(e).__name__}: {e}); "
+                          f"`sweep STUDY --resume --out {folder}` writes the records again from its trial folders") from e
+    save_records(folder, results, failed)
+    print(f"orchestrator: converted {folder / OLD_FILE} (earlier code) to {', '.join(RECORD_FILES)}; "
+          f"the pickle is no longer read", file=sys.stderr)
 
 
 def rewrite(study, folder: Path, provenance: dict, argv: list) -> tuple[Path, float]:

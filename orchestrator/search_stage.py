@@ -8,7 +8,7 @@ A trial is a run like any other (the same trainable, checkpoints and RunRecords)
 its group is SETTING=VALUE (`batch_size=6`, `lr=current`), its repeat the seed. Failed
 trials count as the worst score (the searcher's rule) and are listed; they do not end
 the sweep. An interrupted search (a trial unfinished, or stopped between settings)
-ends it with exit code 1; `--resume` continues the experiment with Tuner.restore,
+raises orchestrator.driver.Interrupted (exit code 130); `--resume` continues the experiment with Tuner.restore,
 whose searcher picks up from its last saved state (see coordinate.py's docstring for
 what Tune keeps); errored trials stay errored, as the search already counted them.
 Packing repeats (--repeats-per-trial) does not apply to a search's trials.
@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
 from orchestrator.collect import collect, failure, trial_rows
-from orchestrator.driver import (TRIALS_FILE, SweepError, experiment_path, raise_if_interrupted, restorable,
+from orchestrator.driver import (TRIALS_FILE, Interrupted, experiment_path, raise_if_interrupted, restorable,
                                  trials_at_once)
 from results.aggregate import RunRecord
 from results.io import write_csv
@@ -86,8 +86,8 @@ def replay(searcher: CoordinateSearch, records: list[RunRecord], errored=()) -> 
         param = suggestion["trial"]
         key, record = config_key(param), by_config.get(config_key(param))
         if record is None and key not in failed:
-            raise SweepError(f"stage {param['stage']}: the search stopped before {param['group']}_r{param['repeat']} "
-                             f"(interrupted?); rerun with --resume to continue it")
+            raise Interrupted(f"stage {param['stage']}: the search stopped before "
+                              f"{param['group']}_r{param['repeat']}")
         result = None if record is None else {searcher.metric: record.final(searcher.metric),
                                               M.STATUS: record.status}
         searcher.on_trial_complete(f"replay_{n}", result=result, error=result is None)
@@ -150,18 +150,13 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
     rows += trial_rows(grid)
     write_csv(opts.out / TRIALS_FILE, pd.DataFrame(rows))
     records, _ = collect(grid)
-    errored, unfinished = [], []
-    for result in grid:
+    errored = []
+    for result in grid:  # no trial is unfinished here: raise_if_interrupted saw to that
         reason, param = failure(result), result.config["trial"]
-        if reason == "unfinished":  # interrupted: its checkpoint is where --resume continues
-            unfinished.append(trial_name(param))
-        elif reason:
+        if reason:
             errored.append(param)
             print(f"[{study.name}] stage {stage.name}: {trial_name(param)} failed ({reason}); the search "
                   f"counted it as the worst score", file=sys.stderr, flush=True)
-    if unfinished:
-        raise SweepError(f"stage {stage.name}: the search was interrupted with {len(unfinished)} trials "
-                         f"unfinished ({', '.join(unfinished[:3])}); rerun with --resume to continue it")
     found = replay(make_searcher(study, stage, prepared), list(records.values()), errored)
     for r in found:
         done.setdefault(TrialConfig.from_flat(r.config), r)

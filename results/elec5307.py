@@ -241,7 +241,7 @@ def _part3(aggs: dict, out: Path, rows: list, figures: list, families) -> None:
     modified = best_variant({g: a for g, a in aggs.items() if g != "baseline"}, baseline)
     chosen = {"baseline": baseline.best, "modified": aggs[modified].best if modified else None}
     for name, run in chosen.items():
-        # No weights when re-reported from records.pkl (orchestrator/report.py): the sweep's files stay.
+        # No weights when re-reported from the saved records (orchestrator/report.py): the sweep's files stay.
         if run is not None and run.weights is not None:
             save_weights(out / f"{name}.pt", run.state_dict(), run.config)
     if modified is not None:

@@ -35,7 +35,7 @@ def part3_report(results: dict, out: Path, study) -> dict:
             "test_acc": float(a.test_accs.max()),
             "weights": a.best.first_layer,
         })
-        if a.best.weights is not None:  # None when re-reported from records.pkl: the sweep's file stays
+        if a.best.weights is not None:  # None when re-reported from the saved records: the sweep's file stays
             # read from its checkpoint now; its config beside it, for `evaluate`
             save_weights(out / "best" / f"{name}.pt", a.best.state_dict(), a.best.config)
         plot_first_layer(a.best.first_layer, f"{name} (best of {a.n}, test {a.test_accs.max():.3f})",

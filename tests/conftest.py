@@ -71,11 +71,24 @@ def ray_local():
     ray.shutdown()
 
 
+# out folder -> (results, failed, search) as the sweep last handed them to records.write_records:
+# the RunRecords as they were in memory, for tests of what the saved records keep (test_records.py).
+SAVED: dict = {}
+
+
 def finished_sweep(argv: list[str], out: Path) -> tuple[Path, str]:
     """(out, what the sweep printed) of a sweep run in-process through the command line."""
+    import orchestrator.report
     from orchestrator.cli import main
+    write = orchestrator.report.write_records
+
+    def keep(folder, results, failed=(), search=None):
+        SAVED[Path(folder)] = (results, list(failed), search)
+        write(folder, results, failed, search)
+
     printed = io.StringIO()
-    with redirect_stdout(printed):
+    with redirect_stdout(printed), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(orchestrator.report, "write_records", keep)
         code = main(argv + ["--out", str(out), "--quiet"])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()

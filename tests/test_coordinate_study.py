@@ -277,9 +277,14 @@ def test_quick_sweep_searches_then_scores_only_the_final_configuration(ray_local
     assert "groups that left the test set alone (score_test=false" in page and "The path of choices" in page
     assert page.count("final training loss") >= 2 and "trains on 200 images" in page and "40,000" in page
     (out / "report.md").unlink()
-    assert main(["report", str(out)]) == 0  # again from records.pkl: the search's decisions are kept
+    assert main(["report", str(out)]) == 0  # again from the saved records: the search's decisions are kept
     assert (out / "report.md").read_text().count("The path of choices") == 1
     assert pd.read_csv(out / "steps.csv")["train_loss_mean"].tolist() == steps["train_loss_mean"].tolist()
+    from orchestrator.report import load_records
+    saved, _ = load_records(out)  # records.json keeps the decisions; runs.parquet the search's runs
+    assert isinstance(saved["search"], SearchRecords) and len(saved["search"]) == 10
+    assert [h["step"] for h in saved["search"].history] == list(path["setting"][:-1])
+    assert json.loads(json.dumps(saved["search"].best, default=str)) == best["config"]
     # Last: without a browser it skips, and the checks above have run.
     from browser import check_page, chromium_or_skip
     seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
@@ -304,7 +309,7 @@ def test_an_interrupted_search_continues_with_resume(ray_local, data_dir, tmp_pa
     before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
     try:
         threading.Thread(target=watch, daemon=True).start()
-        assert sweep(out, data_dir, "repeats=1") == 1  # the search was interrupted: exit 1, --resume
+        assert sweep(out, data_dir, "repeats=1") == 130  # the search was interrupted (as by Ctrl-C): --resume
     finally:
         signal.signal(signal.SIGUSR1, before)
     done = {p.parent.name: p.read_text() for p in finished()}

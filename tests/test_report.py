@@ -17,7 +17,8 @@ import pytest
 from browser import check_page, chromium_or_skip
 from conftest import ROOT
 from orchestrator.cli import main
-from orchestrator.report import DONE_FILE, RECORDS_FILE, SWEEP_FILE
+from orchestrator.report import DONE_FILE, RECORDS_FILE, SWEEP_FILE, load_records, save_records
+from results.records import RECORD_FILES
 from test_html import Page
 
 WIDTH = 1280
@@ -90,7 +91,7 @@ def test_report_command_rebuilds_the_report_from_the_saved_records_without_ray(p
     out, _ = part3_sweep
     run = tmp_path / "run"
     run.mkdir()
-    for name in (SWEEP_FILE, DONE_FILE, RECORDS_FILE):   # nothing else: no Tune folders, no figures
+    for name in (SWEEP_FILE, DONE_FILE, *RECORD_FILES):   # nothing else: no Tune folders, no figures
         shutil.copy(out / name, run / name)
     code = ("import sys; from orchestrator.cli import main; code = main(['report', sys.argv[1]]); "
             "assert 'ray' not in sys.modules, 'report imported ray'; sys.exit(code)")
@@ -122,11 +123,8 @@ def test_compare_two_runs(part3_sweep, hw2_sweep, tmp_path, capsys):
     fewer.mkdir()
     for name in (SWEEP_FILE, DONE_FILE):
         shutil.copy(out / name, fewer / name)
-    with open(out / RECORDS_FILE, "rb") as f:
-        saved = pickle.load(f)
-    saved["results"]["train"] = [r for r in saved["results"]["train"] if r.group != "cnn_5"]
-    with open(fewer / RECORDS_FILE, "wb") as f:
-        pickle.dump(saved, f)
+    results, failed = load_records(out)
+    save_records(fewer, {"train": [r for r in results["train"] if r.group != "cnn_5"]}, failed)
     assert main(["compare", str(out), str(fewer)]) == 0
     assert "only in A: cnn_5" in capsys.readouterr().out
     one_line_error(capsys, ["compare", str(out), str(hw2)], "compare two runs of the same study")
@@ -140,7 +138,7 @@ def test_bad_run_folders_are_one_line_and_exit_2(tmp_path, capsys):
     one_line_error(capsys, ["compare", str(tmp_path), str(tmp_path / "none")], "has not finished")
     (tmp_path / DONE_FILE).write_text("{}")
     one_line_error(capsys, ["report", str(tmp_path)], f"no {RECORDS_FILE}")
-    (tmp_path / RECORDS_FILE).write_bytes(b"not a pickle")
-    one_line_error(capsys, ["report", str(tmp_path)], f"{RECORDS_FILE}: cannot be read by this code (UnpicklingError")
+    (tmp_path / RECORDS_FILE).write_text("{not json")
+    one_line_error(capsys, ["report", str(tmp_path)], f"{RECORDS_FILE}: cannot be read (JSONDecodeError")
     one_line_error(capsys, ["report"], "the following arguments are required: run")
     one_line_error(capsys, ["report", str(tmp_path), "epochs=2"], "takes no key=value")
