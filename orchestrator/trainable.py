@@ -101,10 +101,11 @@ def pick_device() -> torch.device:
 
 
 def check_fits(nbytes: int, share_bytes: float) -> None:
-    """Data plus model and activations must fit in the trial's share of its GPU."""
+    """Data and CUDA context (`nbytes`, gpu_bytes()) plus model and activations must fit in
+    the trial's share of its GPU."""
     if nbytes > share_bytes / 2:
-        raise RuntimeError(f"this trial's data needs {nbytes / 2**20:.0f} MB on the GPU but its share "
-                           f"(--gpus-per-trial) is {share_bytes / 2**20:.0f} MB: give trials a larger "
+        raise RuntimeError(f"this trial's data and CUDA context need {nbytes / 2**20:.0f} MB on the GPU but "
+                           f"its share (--gpus-per-trial) is {share_bytes / 2**20:.0f} MB: give trials a larger "
                            f"fraction or use smaller subsets")
 
 
@@ -116,8 +117,7 @@ def device_data(data: dict, cfg: DataConfig, device: torch.device) -> DeviceData
         prepared = ray.get(data[cfg])
         if device.type == "cuda":
             share = ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0)
-            check_fits(held_bytes(prepared) + CUDA_CONTEXT_BYTES,
-                       share * torch.cuda.get_device_properties(device).total_memory)
+            check_fits(gpu_bytes(prepared), share * torch.cuda.get_device_properties(device).total_memory)
         _device_data[key] = DeviceData.from_prepared(prepared, device)
     return _device_data[key]
 
@@ -131,6 +131,12 @@ def held_bytes(data) -> int:
     copy (train_acc's images), made when a record first scores it (workloads.train.DeviceData)."""
     n = len(data.train_eval_idx)
     return nbytes(data) + n * (data.train_x[0].nbytes + data.train_y[0].nbytes)
+
+
+def gpu_bytes(data) -> int:
+    """What a trial takes of its GPU besides its model and activations: its data at most, and
+    the process's CUDA context."""
+    return held_bytes(data) + CUDA_CONTEXT_BYTES
 
 
 def split_state(state: dict) -> tuple[dict, dict]:

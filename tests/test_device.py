@@ -203,6 +203,25 @@ def test_stacked_repeats_are_copied_before_the_next_repeat_overwrites_them(tiny_
     assert torch.equal(stacked.logits(x), want) and not torch.equal(want[0], want[1])
 
 
+@CUDA_ONLY
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_cuda_graphs_give_the_eager_numbers(tiny_data, repeats):
+    """compile="reduce-overhead" (CUDA graphs) with five test-time views and the loop over
+    repeats: every output is read before the next call overwrites it."""
+    from workloads.vectorized import train_repeats
+    cfgs = [tiny(arch="mlp_1", eval_view="five:size=28", resize=28, seed=s) for s in range(repeats)]
+    gpu = torch.device("cuda")
+
+    def run(accel):
+        return train_repeats(cfgs, tiny_data, gpu, accel=accel) if repeats > 1 else \
+            [train(cfgs[0], tiny_data, gpu, accel=accel)]
+    eager = run(Accel(vmap_eval=False))
+    graphs = run(Accel(compile="reduce-overhead", vmap_eval=False))
+    for e, g in zip(eager, graphs):
+        np.testing.assert_allclose([r[M.VAL_ACC] for r in g.records], [r[M.VAL_ACC] for r in e.records], atol=0.02)
+        np.testing.assert_allclose([r[M.LOSS] for r in g.records], [r[M.LOSS] for r in e.records], rtol=1e-3)
+
+
 def test_the_training_sample_is_copied_only_when_a_record_scores_it(tiny_data):
     d = DeviceData.from_prepared(tiny_data, CPU)
     train(tiny(arch="mlp_1", metrics="val_acc"), d, CPU)

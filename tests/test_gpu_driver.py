@@ -111,6 +111,16 @@ def test_the_scarcer_resource_sets_how_many_run_at_once():
     assert fitting({"CPU": 1.0, "GPU": 0.0}, 2.0, 0.0) == 1      # never 0: Tune then waits for an autoscaler
 
 
+def test_the_memory_check_counts_the_sample_and_the_cuda_context(tiny_data):
+    from orchestrator.trainable import CUDA_CONTEXT_BYTES, check_fits, gpu_bytes, nbytes
+    idx = tiny_data.train_eval_idx
+    need = nbytes(tiny_data) + tiny_data.train_x[idx].nbytes + tiny_data.train_y[idx].nbytes + CUDA_CONTEXT_BYTES
+    assert gpu_bytes(tiny_data) == need
+    check_fits(gpu_bytes(tiny_data), 2 * need)
+    with pytest.raises(RuntimeError, match="give trials a larger fraction"):
+        check_fits(gpu_bytes(tiny_data), 2 * need - 2)
+
+
 @pytest.fixture
 def given_gpu(monkeypatch):
     """A trial Ray gave GPU 0; `devices` says which GPU device files its node has."""

@@ -26,7 +26,7 @@ def max_overlap(starts, ends) -> int:
 
 def test_check_fits():
     check_fits(100 * 2**20, 4 * 2**30)  # 100 MB in a quarter of a 16 GB GPU
-    with pytest.raises(RuntimeError, match="needs 300 MB on the GPU but its share .* is 400 MB"):
+    with pytest.raises(RuntimeError, match="data and CUDA context need 300 MB on the GPU but its share .* is 400 MB"):
         check_fits(300 * 2**20, 400 * 2**20)
 
 
