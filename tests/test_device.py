@@ -122,6 +122,8 @@ def test_divergence_is_reported_at_its_first_step_however_seldom_it_is_read(tiny
     assert all(np.isfinite(r[M.LOSS]) for r in exact.records)
     seldom = train(tiny(**lr10, record_every=30), tiny_data, CPU, accel=Accel(check_every=check_every))
     assert seldom.status == M.DIVERGED and seldom.final[M.DIVERGED_AT] == at and seldom.records == []
+    with pytest.raises(ConfigError, match="check_every must be >= 0"):
+        Accel(check_every=-1)
 
 
 @CUDA_ONLY

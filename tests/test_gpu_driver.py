@@ -121,6 +121,13 @@ def test_the_memory_check_counts_the_sample_and_the_cuda_context(tiny_data):
         check_fits(gpu_bytes(tiny_data), 2 * need - 2)
 
 
+def test_provenance_counts_the_switches_trials_reported():
+    from orchestrator.provenance import numerics
+    rows = [{"numerics": "cudnn_conv_tf32=False"}, {"numerics": "cudnn_conv_tf32=False"},
+            {"numerics": "cudnn_conv_tf32=True"}, {"numerics": float("nan")}, {}]  # NaN: a row read from CSV
+    assert numerics(rows) == {"cudnn_conv_tf32=False": 2, "cudnn_conv_tf32=True": 1}
+
+
 @pytest.fixture
 def given_gpu(monkeypatch):
     """A trial Ray gave GPU 0; `devices` says which GPU device files its node has."""

@@ -110,6 +110,8 @@ class Accel:
             raise ConfigError(f"precision={self.precision!r}: choose {', '.join(PRECISIONS)}")
         if self.compile not in ("", "default", "reduce-overhead", "max-autotune"):
             raise ConfigError(f"compile={self.compile!r}: choose '', default, reduce-overhead or max-autotune")
+        if self.check_every < 0:
+            raise ConfigError("check_every must be >= 0 (0: sized for the device)")
 
     def autocast(self, device: torch.device):
         if self.precision != "bfloat16":
