@@ -63,7 +63,8 @@ def test_float32_convolutions_on_a_gpu_are_ieee_and_tf32_is_not():
         D.set_numerics(precision, False)
         out = torch.nn.functional.conv2d(x.cuda(), w.cuda(), padding=1).double().cpu()
         errors[precision] = ((out - exact).abs().max() / exact.abs().max()).item()
-    assert errors["float32"] < 1e-5 < 1e-4 < errors["tf32"], errors
+    # IEEE: ~1e-7 of the largest output here; TF32 (10-bit mantissas): ~1e-4 and more.
+    assert errors["float32"] < 2e-5 and errors["tf32"] > 10 * errors["float32"], errors
 
 
 @CUDA_ONLY
@@ -128,7 +129,8 @@ def test_divergence_is_reported_at_its_first_step_however_seldom_it_is_read(tiny
 
 @CUDA_ONLY
 def test_a_gpu_reports_the_step_it_diverged_at_without_syncing_every_step(tiny_data):
-    cfg = tiny(arch="mlp_1", optimizer="sgd:momentum=0.9", lr=10.0, epochs=3, record_every=100)
+    cfg = tiny(arch="mlp_1", optimizer="sgd:momentum=0.9", lr=10.0, epochs=3, record_every=30,
+               deterministic=True)
     gpu = torch.device("cuda")
     every, seldom = (train(cfg, tiny_data, gpu, accel=Accel(check_every=c)) for c in (1, 0))
     assert seldom.final[M.DIVERGED_AT] == every.final[M.DIVERGED_AT] < 30
