@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="rows 1-3 (default: cuda if available); sweeps use the GPU with --gpus-per-trial")
     p.add_argument("--gpus-per-trial", type=float, help="sweep rows (default 0.25 with --device cuda, else 0)")
-    p.add_argument("--precision", default="float32", help="row 3 only: float32 or bfloat16")
+    p.add_argument("--precision", default="float32", help="row 3 only: float32, tf32 or bfloat16")
     p.add_argument("--compile", default="", help="row 3 only: a torch.compile mode (default off)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every row")
     p.add_argument("--json", help="also write every figure to this file")

@@ -36,7 +36,7 @@ def step_seconds(cfg: TrialConfig, steps: int) -> tuple[float, float]:
                         "snapshot_epochs": ()})
     x, y = torch.randn(n, *cfg.data.in_shape), torch.randint(0, 10, (n,))
     small, labels = x[:batch], y[:batch]
-    data = DeviceData(x, y, small, labels, small, labels, small, labels)
+    data = DeviceData(x, y, torch.arange(batch), small, labels, small, labels)
     seconds = [r[M.TRAIN_SECONDS] for r in train(cfg, data, device).records]
     per_step = statistics.median(b - a for a, b in zip(seconds, seconds[1:]))  # the first step warms up
     model = Single([cfg], cfg.data.in_shape, device, torch.float32)

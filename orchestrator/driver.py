@@ -193,10 +193,21 @@ def trials_at_once(opts: Options) -> int:
     """As many trials as the cluster's CPUs and GPUs hold now. Tune 2.60 with reuse_actors
     and no such cap was measured to run every trial in one actor, one after another."""
     import ray
-    have = ray.cluster_resources()
-    fits = [have.get(key, 0) // need for key, need in (("CPU", opts.cpus_per_trial), ("GPU", opts.gpus_per_trial))
-            if need > 0]
-    return max(1, int(min(fits)))
+    return fitting(ray.cluster_resources(), opts.cpus_per_trial, opts.gpus_per_trial)
+
+
+RESOURCE_UNIT = 10_000  # Ray counts resources in fixed point, in 1/10,000ths of a unit
+
+
+def fitting(have: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials of that size `have` (Ray's resources) holds at once, counted as Ray
+    does: in whole 1/10,000ths. Float division undercounts (1.0 // 0.2 == 4.0: five trials
+    of 0.2 GPU fit, and the fifth would wait)."""
+    def units(x: float) -> int:
+        return round(x * RESOURCE_UNIT)
+    fits = [units(have.get(key, 0)) // units(need) for key, need in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial))
+            if units(need) > 0]
+    return max(1, min(fits))
 
 
 class DataSets:
@@ -387,7 +398,7 @@ def _run_todo(study: Study, stage: str, runs: list[Run], opts: Options, datasets
     from orchestrator.trainable import DEVICE, GPU_IDS
     on_cpu = [row["trial"] for row in ran_rows if row.get(GPU_IDS) and row.get(DEVICE) == "cpu"]
     if on_cpu:
-        print(f"[{study.name}] {len(on_cpu)} trials were given a GPU but their torch has no CUDA: "
+        print(f"[{study.name}] {len(on_cpu)} trials were given a GPU but their node has no GPU device: "
               f"they trained on the CPU ({', '.join(on_cpu[:3])}{', ...' if len(on_cpu) > 3 else ''})",
               file=sys.stderr, flush=True)
     for run in runs:

@@ -82,7 +82,7 @@ def run_pack(config: dict, data: dict) -> None:
     resume = load_state(checkpoint)[REPEATS] if checkpoint else None
     device = pick_device()
     d = device_data(data, cfgs[0].data, device)
-    where = placement(device, d, resume[0] if resume else None)
+    where = placement(device, d, resume[0] if resume else None, cfgs[0])
     repeats = [p["repeat"] for p in members]
 
     def report(metrics: list[dict], states: list[dict] | None) -> None:

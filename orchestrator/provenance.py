@@ -80,6 +80,12 @@ def placement(rows: list[dict]) -> list[dict]:
     return [{"host": host, "device": device, "trials": n} for (host, device), n in counts.items()]
 
 
+def numerics(rows: list[dict]) -> dict:
+    """{the float32 and determinism switches a trial reported (trials.csv's numerics): trials}.
+    The configs say what was asked (precision, deterministic); this, what torch did."""
+    return dict(Counter(r["numerics"] for r in rows if isinstance(r.get("numerics"), str)))
+
+
 def iso(seconds: float) -> str:
     """A time.time() value as an ISO 8601 UTC time."""
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
@@ -95,5 +101,5 @@ def provenance(study, opts, plans: dict, argv, started: float | None = None, row
             "started": iso(started) if started else None, "finished": iso(finished),
             "wall_s": round(finished - started, 1) if started else None,
             "code_version": code["describe"], "code": code, "libraries": library_versions(),
-            "hardware": hardware(), "placement": placement(rows or []),
+            "hardware": hardware(), "placement": placement(rows or []), "numerics": numerics(rows or []),
             "options": {k: str(v) for k, v in asdict(opts).items()}, "trials": plans}

@@ -11,17 +11,25 @@ about 1 GB); a reused actor keeps that copy for its next trial of the same data.
 batch would save 3/4 of it but changes the preprocessing's arithmetic, and the
 data is already small next to a GPU; `check_fits` refuses a share too small.
 
+A trial given a GPU trains on it, or stops with one line when the node has a GPU that
+CUDA cannot use (a driver too old for this torch's CUDA 13, a GPU it has no kernels for);
+only a logical GPU with no device behind it (`--num-gpus` on a CPU machine, the tests)
+falls back to the CPU.
+
+Checkpoints are read on the CPU (`map_location`): the driver runs on the cluster's
+CPU-only head, and a CUDA tensor in a file it reads would fail to load there.
+
 Every report also carries where the trial runs (PLACEMENT): the driver
 writes the final one to trials.csv.
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import ray
 import torch
@@ -29,6 +37,7 @@ from ray import tune
 
 from workloads import metrics as M
 from workloads.config import FIELDS, DataConfig, TrialConfig
+from workloads.device import cuda_problem, gpu_devices, set_numerics, unusable_gpu
 from workloads.train import DeviceData, train
 
 # A checkpoint is two files: what the driver reads of a finished run (records, final
@@ -48,7 +57,11 @@ STARTED = "started_at"           # wall clock (s) when this attempt started
 FINISHED = "finished_at"         # in the final report only
 RESUMED_FROM = "resumed_from_step"  # 0 = fresh start, else the checkpoint's step
 DATA_MB = "data_mb"              # this trial's data as held on its device
-PLACEMENT = (NODE_ID, GPU_IDS, VISIBLE, DEVICE, STARTED, FINISHED, RESUMED_FROM, DATA_MB)
+NUMERICS = "numerics"            # float32 and determinism switches as torch reported them in the trial
+PLACEMENT = (NODE_ID, GPU_IDS, VISIBLE, DEVICE, STARTED, FINISHED, RESUMED_FROM, DATA_MB, NUMERICS)
+# What a CUDA context takes of the GPU in each trial process, outside torch's allocator:
+# a few hundred MB (CUDA's lazy module loading); an estimate, not measured here (no GPU).
+CUDA_CONTEXT_BYTES = 512 * 2**20
 
 # TEST ONLY fault injection, read in the trial's process, right after it reports STEP:
 # "kill[:TRIAL]@STEP" SIGKILLs the process, "stall[:TRIAL]@STEP" sleeps forever,
@@ -57,7 +70,7 @@ FAULT_ENV = "ORCHESTRATOR_TEST_FAULT"
 STALLED = "test_stalled"         # in the report before a stall, for tests to wait on
 
 _device_data: dict = {}          # {(DataConfig, device): DeviceData}, one entry per process
-_said_no_cuda = False            # this process has said it has no CUDA
+_said_no_gpu = False             # this process has said its GPU is a logical one
 
 
 def trial_name(param: dict) -> str:
@@ -69,23 +82,30 @@ def trial_config(param: dict) -> TrialConfig:
 
 
 def pick_device() -> torch.device:
-    """The GPU Ray gave this trial (Ray sets CUDA_VISIBLE_DEVICES to it), else the CPU."""
-    global _said_no_cuda
-    if ray.get_gpu_ids():
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
-        if not _said_no_cuda:  # once per process, not for every trial a reused actor runs
-            _said_no_cuda = True
-            print(f"trial was given GPU {ray.get_gpu_ids()} but this torch has no CUDA: "
-                  f"training on the CPU", file=sys.stderr, flush=True)
+    """The GPU Ray gave this trial (Ray sets CUDA_VISIBLE_DEVICES to it), else the CPU.
+    A GPU that exists but that CUDA cannot use stops the trial: training on the CPU
+    instead would take days and look like a slow GPU."""
+    global _said_no_gpu
+    ids = ray.get_gpu_ids()
+    if not ids:
+        return torch.device("cpu")
+    if cuda_problem() is None:
+        return torch.device("cuda", 0)
+    if gpu_devices():
+        raise RuntimeError(unusable_gpu(ids))
+    if not _said_no_gpu:  # once per process, not for every trial a reused actor runs
+        _said_no_gpu = True
+        print(f"trial was given GPU {ids} but this node has no GPU device (a logical GPU): "
+              f"training on the CPU", file=sys.stderr, flush=True)
     return torch.device("cpu")
 
 
 def check_fits(nbytes: int, share_bytes: float) -> None:
-    """Data plus model and activations must fit in the trial's share of its GPU."""
+    """Data and CUDA context (`nbytes`, gpu_bytes()) plus model and activations must fit in
+    the trial's share of its GPU."""
     if nbytes > share_bytes / 2:
-        raise RuntimeError(f"this trial's data needs {nbytes / 2**20:.0f} MB on the GPU but its share "
-                           f"(--gpus-per-trial) is {share_bytes / 2**20:.0f} MB: give trials a larger "
+        raise RuntimeError(f"this trial's data and CUDA context need {nbytes / 2**20:.0f} MB on the GPU but "
+                           f"its share (--gpus-per-trial) is {share_bytes / 2**20:.0f} MB: give trials a larger "
                            f"fraction or use smaller subsets")
 
 
@@ -97,13 +117,26 @@ def device_data(data: dict, cfg: DataConfig, device: torch.device) -> DeviceData
         prepared = ray.get(data[cfg])
         if device.type == "cuda":
             share = ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0)
-            check_fits(nbytes(prepared), share * torch.cuda.get_device_properties(device).total_memory)
+            check_fits(gpu_bytes(prepared), share * torch.cuda.get_device_properties(device).total_memory)
         _device_data[key] = DeviceData.from_prepared(prepared, device)
     return _device_data[key]
 
 
 def nbytes(data) -> int:
     return sum(getattr(getattr(data, f), "nbytes", 0) for f in data.__dataclass_fields__)
+
+
+def held_bytes(data) -> int:
+    """What a trial's data takes on its device at most: the arrays, and the training sample's
+    copy (train_acc's images), made when a record first scores it (workloads.train.DeviceData)."""
+    n = len(data.train_eval_idx)
+    return nbytes(data) + n * (data.train_x[0].nbytes + data.train_y[0].nbytes)
+
+
+def gpu_bytes(data) -> int:
+    """What a trial takes of its GPU besides its model and activations: its data at most, and
+    the process's CUDA context."""
+    return held_bytes(data) + CUDA_CONTEXT_BYTES
 
 
 def split_state(state: dict) -> tuple[dict, dict]:
@@ -120,23 +153,26 @@ def join_state(meta: dict, heavy: dict) -> dict:
     return {**meta, **heavy}
 
 
+def load_file(checkpoint: tune.Checkpoint, name: str):
+    """One file of a checkpoint, its tensors on the CPU. Read through the checkpoint's file
+    system: as_directory() would download the whole checkpoint from S3 to read the metadata."""
+    with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{name}") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=False)
+
+
 def load_meta(checkpoint: tune.Checkpoint) -> dict:
     """What the driver needs of a run: records, final metrics, first layer; no weights."""
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / META_FILE, weights_only=False)
+    return load_file(checkpoint, META_FILE)
 
 
 def load_state(checkpoint: tune.Checkpoint) -> dict:
-    """The whole state, to resume from."""
-    with checkpoint.as_directory() as folder:
-        return join_state(torch.load(Path(folder) / META_FILE, weights_only=False),
-                          torch.load(Path(folder) / STATE_FILE, weights_only=False))
+    """The whole state, to resume from (train() moves it to its device)."""
+    return join_state(load_file(checkpoint, META_FILE), load_file(checkpoint, STATE_FILE))
 
 
 def load_weights(checkpoint: tune.Checkpoint, index: int | None = None, key: str = "") -> dict:
     """A run's final model weights (a pack's member `index` under `key`), read only when asked."""
-    with checkpoint.as_directory() as folder:
-        heavy = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    heavy = load_file(checkpoint, STATE_FILE)
     return (heavy[key][index] if index is not None else heavy)["model"]
 
 
@@ -146,17 +182,23 @@ def send(metrics: dict, state: dict | None) -> None:
         return
     meta, heavy = split_state(state)
     with tempfile.TemporaryDirectory() as folder:  # Tune copies it to storage before returning
-        torch.save(meta, Path(folder) / META_FILE)
-        torch.save(heavy, Path(folder) / STATE_FILE)
+        torch.save(meta, os.path.join(folder, META_FILE))
+        torch.save(heavy, os.path.join(folder, STATE_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def placement(device: torch.device, data: DeviceData, resume: dict | None) -> dict:
+def placement(device: torch.device, data: DeviceData, resume: dict | None, cfg: TrialConfig) -> dict:
+    switches = set_numerics(cfg.train.precision, cfg.train.deterministic)  # as train() sets them
     return {NODE_ID: ray.get_runtime_context().get_node_id(),
             GPU_IDS: ",".join(str(i) for i in ray.get_gpu_ids()),
             VISIBLE: os.environ.get("CUDA_VISIBLE_DEVICES", ""), DEVICE: str(device),
             STARTED: time.time(), RESUMED_FROM: resume["step"] if resume else 0,
-            DATA_MB: nbytes(data) / 2**20}
+            DATA_MB: held_bytes(data) / 2**20, NUMERICS: numerics_text(switches)}
+
+
+def numerics_text(switches: dict) -> str:
+    """'cuda_matmul_tf32=False,...': one trials.csv cell."""
+    return ",".join(f"{k}={v}" for k, v in switches.items())
 
 
 def planned_fault(name: str, spec: str | None) -> tuple[str, int, float] | None:
@@ -185,7 +227,7 @@ def run_trial(config: dict, data: dict) -> None:
     device = pick_device()
     d = device_data(data, cfg.data, device)
     fault = planned_fault(trial_name(param), os.environ.get(FAULT_ENV)) if resume is None else None
-    train(cfg, d, device, report=reporter(placement(device, d, resume), fault), resume=resume)
+    train(cfg, d, device, report=reporter(placement(device, d, resume, cfg), fault), resume=resume)
 
 
 def reporter(where: dict, fault: tuple | None):

@@ -109,3 +109,13 @@ def hw2_sweep(ray_local, data_dir, tmp_path_factory):
              "epochs": 2, "train_subset": 400}
     return finished_sweep(["sweep", "hw2", "--quick", "--data-dir", str(data_dir),
                            *[f"{k}={v}" for k, v in sizes.items()]], tmp_path_factory.mktemp("sweeps") / "hw2")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` prove the GPU path where no CPU stand-in can: skipped without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m cuda` where there is one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

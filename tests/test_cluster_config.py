@@ -45,9 +45,20 @@ INSTANCE_TYPES = {
     "g5.12xlarge": (48, 4), "g5.16xlarge": (64, 1), "g5.24xlarge": (96, 4),
     "g5.48xlarge": (192, 8),
     "g6.xlarge": (4, 1), "g6.2xlarge": (8, 1), "g6.12xlarge": (48, 4),
-    "p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p4d.24xlarge": (96, 8),
+    "g6e.xlarge": (4, 1), "g4ad.xlarge": (4, 1), "g5g.xlarge": (4, 1), "p2.xlarge": (4, 1),
+    "p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p4d.24xlarge": (96, 8), "p5.48xlarge": (192, 8),
 }
-GPU_FAMILY = re.compile(r"^(g4dn|g4ad|g5|g5g|g6|g6e|gr6|p2|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.")
+GPU_FAMILY = re.compile(r"^(g3|g4dn|g4ad|g5|g5g|g6|g6e|gr6|p2|p3|p3dn|p4d|p4de|p5|p5e|p5en|p6-b200)\.")
+# Each GPU family's GPU and its CUDA compute capability (None: not NVIDIA). torch 2.14.1 is a
+# CUDA 13 build with kernels for compute capability 7.5 and newer (torch.cuda.get_arch_list()
+# starts at sm_75; workloads/device.py), on NVIDIA driver 580 or newer: docs/cluster.md.
+GPUS = {"g4dn": ("T4", (7, 5)), "g5": ("A10G", (8, 6)), "g6": ("L4", (8, 9)), "gr6": ("L4", (8, 9)),
+        "g6e": ("L40S", (8, 9)), "p4d": ("A100", (8, 0)), "p4de": ("A100", (8, 0)), "p5": ("H100", (9, 0)),
+        "p5e": ("H200", (9, 0)), "p5en": ("H200", (9, 0)), "p6-b200": ("B200", (10, 0)),
+        "p3": ("V100", (7, 0)), "p3dn": ("V100", (7, 0)), "p2": ("K80", (3, 7)), "g3": ("M60", (5, 2)),
+        "g4ad": ("Radeon Pro V520 (AMD)", None), "g5g": ("T4G on an ARM (Graviton2) host", (7, 5))}
+MIN_CAPABILITY = (7, 5)
+ARM_HOSTS = {"g5g"}  # the config's AMI and setup are x86_64's; not tried on ARM
 
 
 def load_config() -> dict:
@@ -124,6 +135,19 @@ def check_gpu_workers(cfg):
                 assert declared["GPU"] == gpus, f"{name}: {itype} has {gpus} GPUs, resources say {declared['GPU']}"
             if "CPU" in declared:
                 assert declared["CPU"] == cpus, f"{name}: {itype} has {cpus} vCPUs, resources say {declared['CPU']}"
+
+
+def check_gpu_supported(cfg):
+    for name, spec in worker_types(cfg).items():
+        itype = spec["node_config"].get("InstanceType", "")
+        family = itype.split(".")[0]
+        assert family in GPUS, f"worker type {name}: {itype}'s GPU is not in this test's GPUS table: add it"
+        gpu, capability = GPUS[family]
+        need = "torch 2.14.1's CUDA 13 build needs an NVIDIA GPU of compute capability 7.5 or newer"
+        assert capability is not None, f"worker type {name}: {itype} has a {gpu} GPU: {need}"
+        assert capability >= MIN_CAPABILITY, \
+            f"worker type {name}: {itype}'s {gpu} has compute capability {capability[0]}.{capability[1]}: {need}"
+        assert family not in ARM_HOSTS, f"worker type {name}: {itype} is an ARM host ({gpu}): use an x86_64 type"
 
 
 def check_worker_counts(cfg):
@@ -213,7 +237,7 @@ def check_shell_syntax(cfg):
         assert r.returncode == 0, f"not valid shell: {c!r}: {r.stderr.strip()}"
 
 
-INVARIANTS = [check_head_node_type, check_cpu_head, check_gpu_workers, check_worker_counts,
+INVARIANTS = [check_head_node_type, check_cpu_head, check_gpu_workers, check_gpu_supported, check_worker_counts,
               check_project_installed, check_ray_version_pinned, check_data_staged,
               check_token_auth, check_dashboard_local, check_shell_syntax]
 
@@ -357,6 +381,14 @@ BROKEN = {
         "has no GPU"),
     "resources disagree with the instance": (
         lambda c: c["available_node_types"][_first_worker(c)]["resources"].update(GPU=8), "GPUs"),
+    "GPU too old for CUDA 13 (V100)": (
+        lambda c: c["available_node_types"][_first_worker(c)].update(
+            resources={"CPU": 8, "GPU": 1}, node_config={"InstanceType": "p3.2xlarge", "ImageId": "ami-x"}),
+        "compute capability 7.0"),
+    "an AMD GPU": (
+        lambda c: c["available_node_types"][_first_worker(c)].update(
+            resources={"CPU": 4, "GPU": 1}, node_config={"InstanceType": "g4ad.xlarge", "ImageId": "ami-x"}),
+        "Radeon Pro V520 (AMD) GPU"),
     "GPU head": (lambda c: c["available_node_types"][c["head_node_type"]]["node_config"].update(
         InstanceType="g5.xlarge"), "GPU type"),
     "project not installed": (_edit_commands("setup_commands", "-e ~/sweeps", "ray"), "pip install -e"),
@@ -391,6 +423,17 @@ def test_broken_copy_is_rejected(config, name):
     found = problems(broken)
     assert found, f"{name}: accepted"
     assert any(expected in p for p in found), f"{name}: rejected, but not for {expected!r}: {found}"
+
+
+def test_the_gpu_table_agrees_with_the_installed_torch():
+    """MIN_CAPABILITY is the oldest GPU the installed wheel has kernels for (imports torch)."""
+    import torch
+    from workloads.device import MIN_CAPABILITY as trial_side, has_kernels
+    arch = torch.cuda.get_arch_list()
+    assert trial_side == MIN_CAPABILITY and has_kernels(MIN_CAPABILITY, arch)
+    for gpu, capability in GPUS.values():
+        if capability is not None:
+            assert has_kernels(capability, arch) == (capability >= MIN_CAPABILITY), gpu
 
 
 def test_ray_rejects_the_classic_mistakes(config):

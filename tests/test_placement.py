@@ -12,7 +12,7 @@ from search_spaces.study import Trial
 from workloads.config import DataConfig, TrialConfig
 from workloads.data import prepare
 
-NO_CUDA = "but this torch has no CUDA: training on the CPU"
+NO_CUDA = "but this node has no GPU device (a logical GPU): training on the CPU"
 
 
 def max_overlap(starts, ends) -> int:
@@ -26,7 +26,7 @@ def max_overlap(starts, ends) -> int:
 
 def test_check_fits():
     check_fits(100 * 2**20, 4 * 2**30)  # 100 MB in a quarter of a 16 GB GPU
-    with pytest.raises(RuntimeError, match="needs 300 MB on the GPU but its share .* is 400 MB"):
+    with pytest.raises(RuntimeError, match="data and CUDA context need 300 MB on the GPU but its share .* is 400 MB"):
         check_fits(300 * 2**20, 400 * 2**20)
 
 
@@ -114,14 +114,17 @@ def test_quarter_gpus_run_four_trials_per_gpu(data_dir, raw, tmp_path):
     # Each trial was given GPU 0 and its process sees only that device.
     assert (t["gpu_ids"] == "0").all() and (t["cuda_visible_devices"] == "0").all()
     assert max_overlap(t["started_at"], t["finished_at"]) == 4
-    # This torch has no CUDA: each trial process says so once, then trains on the CPU.
+    # A logical GPU, no device: each trial process says so once, then trains on the CPU.
     assert (t["device"] == "cpu").all()
     assert log.read_text().count(NO_CUDA) == t["pid"].nunique() >= 4
-    assert log.read_text().count("5 trials were given a GPU but their torch has no CUDA") == 1
+    assert log.read_text().count("5 trials were given a GPU but their node has no GPU device") == 1
     # What each holds: its own data set, at its subset sizes.
     data = prepare(DataConfig(**{k: v for k, v in TINY.items() if k in DataConfig.__dataclass_fields__}),
                    raw)
-    held = (nbytes(data) + data.train_x[data.train_eval_idx].nbytes + data.train_y[data.train_eval_idx].nbytes
-            - data.train_eval_idx.nbytes)
+    # The arrays, and at most the training sample's copy (made when train_acc is first scored).
+    held = nbytes(data) + data.train_x[data.train_eval_idx].nbytes + data.train_y[data.train_eval_idx].nbytes
     np.testing.assert_allclose(t["data_mb"], held / 2**20)
+    # IEEE float32 (TF32 off), as each trial's torch reported it.
+    assert (t["numerics"] == "cuda_matmul_tf32=False,cudnn_conv_tf32=False,cudnn_deterministic=False,"
+                             "cudnn_benchmark=False,deterministic_algorithms=False").all()
 

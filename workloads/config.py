@@ -26,6 +26,7 @@ from workloads.registry import ConfigError, split_list
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
 
 TRAIN_IMAGES, TEST_IMAGES, CLASSES = 50000, 10000, 10
+PRECISIONS = ("float32", "tf32", "bfloat16")  # TrainConfig.precision
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,16 @@ class TrainConfig:
     # False: the run never touches the test set (a search's trials, which choose on validation
     # data); its test accuracy is then absent (NaN), reported as "not scored".
     score_test: bool = True
+    # How float32 is computed (workloads/device.py): "float32" IEEE on every device (torch's own
+    # default runs GPU convolutions in TF32), "tf32" TF32 matmuls and convolutions on GPUs that
+    # have it, "bfloat16" autocast forward passes.
+    precision: str = "float32"
+    deterministic: bool = False       # deterministic CUDA kernels: bitwise-equal GPU reruns, slower
 
     def __post_init__(self):
         from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
+        _check(self.precision in PRECISIONS,
+               f"precision={self.precision!r}: choose {', '.join(PRECISIONS)}")
         _canonical(self, "optimizer", OPTIMIZERS.canonical)
         _canonical(self, "scheduler", SCHEDULERS.canonical)
         _canonical(self, "loss", LOSSES.canonical)

@@ -7,7 +7,9 @@ are callbacks, so this module never sees Ray.
 
 `report(metrics, state)` is called at every record point; `state` is a
 checkpoint dict (every `checkpoint_every` records and at the end) or None.
-Passing such a dict back as `resume=` continues the run exactly where it was.
+Passing such a dict back as `resume=` continues the run exactly where it was: bitwise on
+a CPU, and on a GPU with deterministic=true; to float rounding on a GPU otherwise
+(workloads/device.py says why). Checkpoints hold the CPU's and the GPU's random state.
 
 The loop drives K models in lockstep through one interface (`Single` here, K = 1;
 workloads.vectorized.Stacked, K repeats as one stacked model): each keeps its own
@@ -26,7 +28,7 @@ import contextlib
 import copy
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -35,8 +37,9 @@ import torch
 from workloads import metrics as M
 from workloads.augment import eval_transform, train_transform
 from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS, build_optimizer
-from workloads.config import ConfigError, TrainConfig, TrialConfig
+from workloads.config import PRECISIONS, ConfigError, TrainConfig, TrialConfig
 from workloads.data import PreparedData
+from workloads.device import cuda_rng_state, set_cuda_rng_state, set_numerics
 from workloads.models import count_parameters, first_layer
 
 Report = Callable[[dict, Optional[dict]], None]
@@ -46,15 +49,16 @@ JITTER_OFFSET = 1_000_003  # a run's augmentation generator is seeded with seed 
 
 @dataclass
 class DeviceData:
-    """The prepared arrays as tensors on one device, moved there once."""
+    """The prepared arrays as tensors on one device, moved there once. The fixed training
+    sample (train_acc's images) is copied out of train_x only when a record first scores it."""
     train_x: torch.Tensor
     train_y: torch.Tensor
-    train_eval_x: torch.Tensor
-    train_eval_y: torch.Tensor
+    train_eval_idx: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    sample: tuple | None = field(default=None, repr=False)  # (x, y) of the training sample, once made
 
     @classmethod
     def from_prepared(cls, data: PreparedData, device: torch.device, dtype=torch.float32) -> "DeviceData":
@@ -64,14 +68,15 @@ class DeviceData:
                 warnings.simplefilter("ignore", UserWarning)
                 out = torch.from_numpy(np.asarray(a)).to(device)
             return out.to(dtype) if floating else out
-        train_x, train_y = t(data.train_x, True), t(data.train_y)
-        idx = t(data.train_eval_idx)
-        return cls(train_x, train_y, train_x[idx], train_y[idx],
+        return cls(t(data.train_x, True), t(data.train_y), t(data.train_eval_idx),
                    t(data.val_x, True), t(data.val_y), t(data.test_x, True), t(data.test_y))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return {"train_sample": (self.train_eval_x, self.train_eval_y), "val": (self.val_x, self.val_y),
-                "test": (self.test_x, self.test_y)}[name]
+        if name == "train_sample":
+            if self.sample is None:
+                self.sample = (self.train_x[self.train_eval_idx], self.train_y[self.train_eval_idx])
+            return self.sample
+        return {"val": (self.val_x, self.val_y), "test": (self.test_x, self.test_y)}[name]
 
 
 @dataclass
@@ -88,24 +93,40 @@ class Outcome:
 class Accel:
     """Speed options. The defaults (the data's precision, eager) keep results comparable
     with the assignments'."""
-    precision: str = "float32"   # "bfloat16": autocast forward passes (GPUs with bf16)
+    # None: the config's TrainConfig.precision; else one of workloads.config.PRECISIONS for this call.
+    precision: str | None = None
     # torch.compile mode for the forward passes: "default", "reduce-overhead" (CUDA graphs),
     # "max-autotune". Costs tens of seconds of compiling per architecture (docs/benchmarks.md).
     compile: str = ""
     # Stacked models: evaluation through vmap (one call for all repeats) or a loop over the
     # repeats. None: vmap on GPUs, the loop on CPUs (measured faster there, docs/benchmarks.md).
     vmap_eval: bool | None = None
+    # Steps between reads of the divergence flag (a read syncs a GPU with the host); 0: every
+    # step on a CPU, every 50 on a GPU. Either way a run reports the first non-finite step.
+    check_every: int = 0
 
     def __post_init__(self):
-        if self.precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision={self.precision!r}: choose float32 or bfloat16")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: choose {', '.join(PRECISIONS)}")
         if self.compile not in ("", "default", "reduce-overhead", "max-autotune"):
             raise ConfigError(f"compile={self.compile!r}: choose '', default, reduce-overhead or max-autotune")
+        if self.check_every < 0:
+            raise ConfigError("check_every must be >= 0 (0: sized for the device)")
 
     def autocast(self, device: torch.device):
-        if self.precision == "float32":
+        if self.precision != "bfloat16":
             return contextlib.nullcontext()  # entering a disabled autocast costs microseconds a step
         return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fresh_compile_caches() -> None:
+    """Compiled code is cached per Python function, shared by every model compiled through it,
+    and past torch._dynamo's recompile limit (8 versions) the rest runs eagerly, silently: a
+    process that trains architecture after architecture would end up eager. A process trains
+    one run at a time, so a run empties the caches before it compiles; one that still needs
+    more versions fails instead of running eager unnoticed."""
+    torch.compiler.reset()
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 def memory_format(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
@@ -174,6 +195,7 @@ class Single:
         return [(n, p, p.dim()) for n, p in self.model.named_parameters()]
 
     def compile(self, mode: str) -> None:
+        fresh_compile_caches()
         self.forward = torch.compile(self.model, mode=mode)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,8 +249,12 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     Single for one config, workloads.vectorized.Stacked for several."""
     cfg, K = cfgs[0], len(cfgs)   # all but the seed is shared
     tc = cfg.train
+    accel = replace(accel, precision=accel.precision or tc.precision)
+    set_numerics(accel.precision, tc.deterministic)
     d = data if isinstance(data, DeviceData) else DeviceData.from_prepared(data, device)
     models = members(cfgs, tuple(cfg.data.in_shape), device, d.train_x.dtype)
+    if accel.compile:
+        models.compile(accel.compile)
     optimizer = build_optimizer(OPTIMIZERS.parse(tc.optimizer), param_groups(models.named(), tc),
                                 tc.base_lr, tc.weight_decay)
     loss_spec, rate = LOSSES.parse(tc.loss), schedule(tc)
@@ -263,6 +289,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             for g, s in zip(gen, resume):
                 g.set_state(s[key])
         torch.set_rng_state(s0["torch_rng"])
+        set_cuda_rng_state(s0.get("cuda_rng"), device)
         step, epoch, batch, loss_count, seconds = (s0[k] for k in ("step", "epoch", "batch", "loss_count",
                                                                    "seconds"))
         if s0["perm"] is not None:
@@ -271,14 +298,21 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         correct += torch.tensor([s["correct"] for s in resume], device=device)
         records = [list(s["records"]) for s in resume]
         diverged = [s["diverged"] for s in resume]
-    check_every = 1 if device.type == "cpu" else 50  # a finiteness check syncs a GPU with the host
+    # Reading the divergence flag syncs a GPU with the host, so a GPU reads it every 50 steps;
+    # `finite` counts on the device, without a sync, the steps through which each model's loss
+    # stayed finite, so both devices report the first non-finite step.
+    check_every = accel.check_every or (1 if device.type == "cpu" else 50)
+    finite = torch.full((K,), step, device=device, dtype=torch.long)
 
     def states() -> list[dict]:
         sums, rights, rng = loss_sum.tolist(), correct.tolist(), torch.get_rng_state()
+        gpu_rng = cuda_rng_state(device)
         return [{"model": models.state(k), "optimizer": models.optimizer_state(optimizer, k),
                  "order": orders[k].get_state(), "jitter": jitters[k].get_state(), "torch_rng": rng.clone(),
-                 "step": step, "epoch": epoch, "batch": batch, "seconds": seconds,
-                 "perm": None if perms is None else perms[k].clone(), "loss_sum": sums[k], "correct": rights[k],
+                 "cuda_rng": gpu_rng, "step": step, "epoch": epoch, "batch": batch, "seconds": seconds,
+                 # on the CPU, a copy: the driver reads this file on a machine without a GPU
+                 "perm": None if perms is None else perms[k].to("cpu", copy=True),
+                 "loss_sum": sums[k], "correct": rights[k],
                  "loss_count": loss_count, "records": list(records[k]), "diverged": diverged[k]}
                 for k in range(K)]
 
@@ -331,13 +365,16 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             optimizer.step()
             step, batch = step + 1, batch + 1
             loss_sum += losses.detach()
+            # A sum that is not finite stays so until the record point resets it, which comes
+            # after a check: the count stops at the step before the first non-finite loss.
+            finite += torch.isfinite(loss_sum)
             loss_count += 1
             if M.TRAIN_ACC_RUNNING in wanted:
                 correct += (logits.detach().argmax(-1) == y).sum(1)
             if step % check_every == 0 or step in records_at:
-                for k, bad in enumerate((~torch.isfinite(loss_sum)).tolist()):
-                    if bad and diverged[k] is None:
-                        diverged[k] = step
+                for k, through in enumerate(finite.tolist()):
+                    if through < step and diverged[k] is None:
+                        diverged[k] = through + 1
                 if None not in diverged:
                     break
             if step in records_at:
@@ -383,8 +420,10 @@ def evaluate_split(models, x: torch.Tensor, y: torch.Tensor, views, batch_size: 
     for i in range(0, len(x), batch_size):
         chunk, target = views(x[i:i + batch_size]), y[i:i + batch_size]  # (V, b, C, H, W)
         with accel.autocast(x.device):
+            # clone: under CUDA graphs (compile="reduce-overhead") a call's outputs are the
+            # graph's buffers, which the next view's call overwrites.
             logits = models.logits(chunk[0]) if len(chunk) == 1 else \
-                torch.stack([models.logits(v) for v in chunk]).mean(0)  # (K, b, classes)
+                torch.stack([models.logits(v).clone() for v in chunk]).mean(0)  # (K, b, classes)
         if "acc" in kinds:
             correct += (logits.argmax(-1) == target).sum(1)
         if "loss" in kinds:

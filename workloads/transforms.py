@@ -10,7 +10,8 @@ runs a (B, C, H, W) batch on the CPU or on a GPU.
     views = five_crop(x, 28)                        # (5, B, C, 28, 28) for test-time averaging
 
 Randomness comes from a CPU generator, so a seed gives the same batches on any device;
-the few drawn numbers go to the device with non_blocking=True (no stream sync). Each
+the few drawn numbers go to a GPU from pinned memory with non_blocking=True (no stream
+sync: a copy from pageable memory may wait for the stream). Each
 function draws a fixed amount for a given batch size, whatever the images or how many
 attempts succeed, so restoring a checkpointed generator state resumes the same stream.
 
@@ -33,7 +34,11 @@ def _pair(size) -> tuple[int, int]:
 
 
 def _to(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return t.to(x.device, non_blocking=True)
+    """`t` (drawn on the CPU) on x's device. pin_memory() takes its block from torch's caching
+    host allocator, which keeps it until the copy is done: no allocation, no sync."""
+    if x.device.type != "cuda":
+        return t.to(x.device)
+    return t.pin_memory().to(x.device, non_blocking=True)
 
 
 def _check_float(x: torch.Tensor):
@@ -46,14 +51,14 @@ def _check_float(x: torch.Tensor):
 def hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability p (the draws of augment.py's flip)."""
     b = x.shape[0]
-    flip = (torch.rand(b, generator=gen) < p).to(x.device, non_blocking=True)
+    flip = _to(torch.rand(b, generator=gen) < p, x)
     return torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
 
 
 def vflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each image upside down with probability p."""
     b = x.shape[0]
-    flip = (torch.rand(b, generator=gen) < p).to(x.device, non_blocking=True)
+    flip = _to(torch.rand(b, generator=gen) < p, x)
     return torch.where(flip.view(b, 1, 1, 1), x.flip(2), x)
 
 

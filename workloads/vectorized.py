@@ -40,7 +40,7 @@ from workloads.components import OPTIMIZERS
 from workloads.config import ConfigError, TrialConfig
 from workloads.data import PreparedData
 from workloads.models import count_parameters, first_layer
-from workloads.train import Accel, DeviceData, Outcome, PackReport, memory_format, run
+from workloads.train import Accel, DeviceData, Outcome, PackReport, fresh_compile_caches, memory_format, run
 
 __all__ = ["Accel", "Stacked", "can_vectorize", "check_pack", "train_repeats", "why_not_vectorized"]
 # Layers whose forward pass carries state or randomness vmap would have to split per repeat.
@@ -116,6 +116,7 @@ class Stacked:
         return [(n, p, p.dim() - 1) for n, p in self.params.items()]
 
     def compile(self, mode: str) -> None:
+        fresh_compile_caches()  # `one` is every instance's function: an architecture's own versions only
         self._losses = torch.compile(self._losses, mode=mode)
         self._eval_one = torch.compile(self.one, mode=mode, dynamic=False)
 
@@ -134,7 +135,9 @@ class Stacked:
         def repeat(tensors: dict, k: int) -> dict:
             return {n: t[k].clone(memory_format=self.layout) if t.dim() == 5 else t[k]
                     for n, t in tensors.items()}
-        return torch.stack([self._eval_one(repeat(self.params, k), repeat(self.buffers, k), x)
+        # clone: under CUDA graphs (compile="reduce-overhead") each call returns the graph's
+        # output buffer, which the next repeat's call overwrites before the stack reads it.
+        return torch.stack([self._eval_one(repeat(self.params, k), repeat(self.buffers, k), x).clone()
                             for k in range(self.k)])
 
     def train(self, mode: bool) -> None:
@@ -200,8 +203,5 @@ def train_repeats(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, 
     check_pack(cfgs)
 
     def stacked(cfgs, in_shape, device, dtype):
-        models = Stacked(cfgs, in_shape, device, dtype, accel.vmap_eval)
-        if accel.compile:
-            models.compile(accel.compile)
-        return models
+        return Stacked(cfgs, in_shape, device, dtype, accel.vmap_eval)
     return run(cfgs, data, device, stacked, report, resume, accel)
