@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.baseline import WORKERS
-from orchestrator.driver import TRIALS_FILE
+from orchestrator.experiment import TRIALS_FILE
 from orchestrator.trainable import FINISHED, STARTED
 from search_spaces import get_study
 from search_spaces.hw2 import TUTORIAL
@@ -216,7 +216,8 @@ def row_sweep(study: Study, data_dir: Path, cores: int, repeats_per_trial: int =
     """Rows 4-5: run_study from Ray's start to the written report; Ray stopped after."""
     import ray
 
-    from orchestrator.driver import Options, run_study
+    from orchestrator.driver import run_study
+    from orchestrator.experiment import Options
     packed = repeats_per_trial > 1
     row = Row("sweep_packed" if packed else "sweep",
               f"5 Ray Tune sweep, {repeats_per_trial} repeats a trial" if packed else "4 Ray Tune sweep")

@@ -93,7 +93,7 @@ def request_of(args, argv):
 
 
 def cmd_sweep(args, argv) -> int:
-    from orchestrator.driver import SweepError
+    from orchestrator.experiment import SweepError
     from orchestrator.report import SWEEP_FILE
     from orchestrator.sweeps import Interrupted, output_folder, run, with_saved
     request = request_of(args, argv)

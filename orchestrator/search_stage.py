@@ -8,7 +8,7 @@ A trial is a run like any other (the same trainable, checkpoints and RunRecords)
 its group is SETTING=VALUE (`batch_size=6`, `lr=current`), its repeat the seed. Failed
 trials count as the worst score (the searcher's rule) and are listed; they do not end
 the sweep. An interrupted search (a trial unfinished, or stopped between settings)
-raises orchestrator.driver.Interrupted (exit code 130); `--resume` continues the experiment with Tuner.restore,
+raises orchestrator.experiment.Interrupted (exit code 130); `--resume` continues the experiment with Tuner.restore,
 whose searcher picks up from its last saved state (see coordinate.py's docstring for
 what Tune keeps); errored trials stay errored, as the search already counted them.
 Packing repeats (--repeats-per-trial) does not apply to a search's trials.
@@ -29,8 +29,8 @@ from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
 from orchestrator.collect import collect, failure, trial_rows
-from orchestrator.driver import (TRIALS_FILE, Interrupted, experiment_path, raise_if_interrupted, restorable,
-                                 trials_at_once)
+from orchestrator.experiment import (TRIALS_FILE, Interrupted, experiment_path, raise_if_interrupted, stage_tuner,
+                                     trials_at_once)
 from results.aggregate import RunRecord
 from results.io import write_csv
 from search_spaces.search import SEED, SearchRecords, canonical
@@ -111,8 +111,6 @@ def describe(param: dict, base: dict) -> dict:
 def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: list) -> SearchRecords:
     """Runs the stage as one Tune experiment (or finishes it, with --resume); records its
     runs in `done` (later stages reuse identical configs) and its trials in `rows`."""
-    from ray import tune
-
     from orchestrator.trainable import run_trial, trial_name
     base = study.stage_config(stage).to_flat()
     prepared = stage.search.data_configs(base)
@@ -120,31 +118,16 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
     print(f"[{study.name}] stage {stage.name}: a search of {len(stage.search.settings)} settings, "
           f"at most {stage.search.most_trials(study.repeats)} trials -> {path}", file=sys.stderr, flush=True)
     data = datasets.stage_data([replace(TrialConfig.from_flat(base), data=d) for d in prepared])
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
-                                    {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
     at_once = None if opts.address else trials_at_once(opts)
-    if opts.resume and restorable(path):
-        # The searcher comes back from its last saved state; errored trials stay errored.
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
-    else:
-        # -v: Tune's table of trials; else a line per trial that ends (how many a search asks for
-        # is not known in advance, so no share of the work as driver.run_stage shows).
-        reporter = tune.CLIReporter(
-            metric_columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
-            parameter_columns={"trial/group": "group", "trial/repeat": "repeat"},
-            max_report_frequency=10, sort_by_metric=False) if opts.verbose >= 2 else None
-        callbacks = [Ended(f"[{study.name}] {stage.name}", stage.search.metric)] if opts.verbose == 1 else []
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=make_searcher(study, stage, prepared, at_once), num_samples=-1,
-                max_concurrent_trials=at_once, reuse_actors=True,
-                trial_name_creator=_name, trial_dirname_creator=_dirname),
-            run_config=tune.RunConfig(
-                name=stage.name, storage_path=path.rsplit("/", 1)[0],
-                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                progress_reporter=reporter, callbacks=callbacks, verbose=1 if reporter else 0))
+    # The searcher comes back from its last saved state on --resume; errored trials stay
+    # errored. Its progress: a line per trial that ends (how many a search asks for is not
+    # known in advance, so no share of the work as a grid's stage shows).
+    tuner = stage_tuner(
+        run_trial, data, opts, stage.name, resume_errored=False,
+        columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
+        callbacks=[Ended(f"[{study.name}] {stage.name}", stage.search.metric)],
+        search_alg=make_searcher(study, stage, prepared, at_once), num_samples=-1,
+        max_concurrent_trials=at_once, trial_name_creator=_name, trial_dirname_creator=_dirname)
     grid = tuner.fit()
     raise_if_interrupted(grid)
     rows += trial_rows(grid)

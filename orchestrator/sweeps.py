@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.driver import Interrupted, Options, SweepError, run_study
+from orchestrator.driver import run_study
+from orchestrator.experiment import Interrupted, Options, SweepError
 from orchestrator.report import DONE_FILE, SWEEP_FILE
 from search_spaces import get_study
 from search_spaces.study import Study

@@ -12,7 +12,7 @@ from ray import tune
 from conftest import TINY
 from orchestrator import trainable
 from orchestrator.collect import collect
-from orchestrator.driver import fitting
+from orchestrator.experiment import fitting
 from orchestrator.trainable import META_FILE, STATE_FILE, load_meta, load_state, split_state
 from results.io import save_weights
 from workloads import device as D

@@ -17,7 +17,7 @@ from cluster_utils import (OVERRIDES, ROOT, SWEEP, TRIALS, assert_same_results, 
                            start_sweep, trial_states, trials_table, wait_until)
 from conftest import TINY, timeless
 from orchestrator.cli import main
-from orchestrator.driver import Options, experiment_path, restorable
+from orchestrator.experiment import Options, experiment_path, restorable
 from orchestrator.trainable import FAULT_ENV, META_FILE, STALLED, STATE_FILE, load_state, split_state
 from results.io import write_pickle
 from workloads.config import ConfigError, TrialConfig

@@ -36,6 +36,12 @@ def test_a_quick_sweep_through_the_python_api(ray_local, data_dir, tmp_path):
         assert summary.loc[group, "test_acc_mean"] == pytest.approx(sum(accs) / 2, abs=1e-12)
     assert (out / DONE_FILE).exists() and (out / "report.html").exists()
     assert run.closing_lines()[-1] == f"results in {out}"
+    from orchestrator import load_run  # the records as a notebook reads them, without Ray
+    loaded = load_run(out)
+    assert sorted(loaded.runs["run"]) == ["cnn_3_r0", "cnn_3_r1", "mlp_1_r0", "mlp_1_r1"]
+    assert loaded.runs.set_index("run").loc["cnn_3_r1", "test_acc"] == records[3].test_acc
+    groups = loaded.groups.set_index("group")
+    assert groups.loc["mlp_1", "test_acc_mean"] == pytest.approx(summary.loc["mlp_1", "test_acc_mean"], abs=1e-12)
     with pytest.raises(ConfigError, match="already holds a finished sweep"):
         sweep("part3", quick=True, data_dir=str(data_dir), out=str(out), verbose=0)
 

@@ -250,7 +250,8 @@ def test_pack_metrics_and_failed_packs():
 
 @pytest.mark.slow
 def test_packed_sweep_gives_the_records_of_separate_trials(ray_local, data_dir, tiny, tmp_path):
-    from orchestrator.driver import Options, run_study
+    from orchestrator.driver import run_study
+    from orchestrator.experiment import Options
     overrides = {**{k: str(v) for k, v in TINY.items()}, "arch": "mlp_1,cnn_3", "repeats": "2"}
     study = get_study("part3").with_overrides(overrides)
     packed = run_study(study, Options(out=tmp_path / "packed", data_dir=data_dir, repeats_per_trial=2,

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from workloads.config import CLASSES as NUM_CLASSES
+from workloads.data import CLASSES as NUM_CLASSES
 from workloads.registry import Registry
 
 

@@ -21,11 +21,14 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 
 from workloads import metrics as M
+from workloads.augment import AUGMENTATIONS, VIEWS
+from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
+from workloads.data import CLASSES, NORMALIZATIONS, TEST_IMAGES, TRAIN_IMAGES
+from workloads.models import ACTIVATIONS, ARCHS, INITS, build_model, check_fits, parse_spec
 from workloads.registry import ConfigError, split_list
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
 
-TRAIN_IMAGES, TEST_IMAGES, CLASSES = 50000, 10000, 10
 PRECISIONS = ("float32", "tf32", "bfloat16")  # TrainConfig.precision
 
 
@@ -45,8 +48,6 @@ class DataConfig:
     eval_view: str = "full"           # what evaluation scores: workloads.augment.VIEWS
 
     def __post_init__(self):
-        from workloads.augment import AUGMENTATIONS, VIEWS
-        from workloads.data import NORMALIZATIONS
         _check(self.dataset == "cifar10", f"dataset={self.dataset!r}: only 'cifar10' is known")
         _check(1 <= self.val_per_class <= 2500, "val_per_class must be in 1..2500")
         for name in ("train_subset", "val_subset", "test_subset"):
@@ -81,7 +82,6 @@ class ModelConfig:
     init: str = "default"             # weight initialisation: workloads.models.INITS
 
     def __post_init__(self):
-        from workloads.models import ACTIVATIONS, ARCHS, INITS, parse_spec
         _check(self.arch in ARCHS or bool(self.spec), f"arch={self.arch!r}: choose from {', '.join(ARCHS)}")
         _canonical(self, "activation", ACTIVATIONS.canonical)
         _canonical(self, "init", INITS.canonical)
@@ -92,7 +92,6 @@ class ModelConfig:
             raise ConfigError(f"spec: {e}") from None
 
     def build(self, in_shape=(3, 32, 32)):
-        from workloads.models import build_model
         return build_model(self.arch, self.activation, in_shape, self.width, self.spec, self.init)
 
 
@@ -127,7 +126,6 @@ class TrainConfig:
     deterministic: bool = False       # deterministic CUDA kernels: bitwise-equal GPU reruns, slower
 
     def __post_init__(self):
-        from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
         _check(self.precision in PRECISIONS,
                f"precision={self.precision!r}: choose {', '.join(PRECISIONS)}")
         _canonical(self, "optimizer", OPTIMIZERS.canonical)
@@ -166,7 +164,6 @@ class TrainConfig:
 
     @property
     def base_lr(self) -> float:
-        from workloads.components import OPTIMIZERS
         return self.lr or OPTIMIZERS.parse(self.optimizer).default_lr
 
 
@@ -177,7 +174,6 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        from workloads.models import check_fits
         m = self.model
         try:  # a spec that shrinks the image to nothing: refused here, before anything runs
             check_fits(m.arch, m.activation, self.data.in_shape, m.width, m.spec)
@@ -209,7 +205,6 @@ class TrialConfig:
 
     def work(self) -> tuple[int, int, int]:
         """(training steps, record points, evaluated images) of one run: what train() does."""
-        from workloads.augment import VIEWS
         d, t = self.data, self.train
         sizes = {"train_sample": min(d.train_eval_size, self.train_images),
                  "val": _kept(d.val_subset, CLASSES * d.val_per_class), "test": _kept(d.test_subset, TEST_IMAGES)}

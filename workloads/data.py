@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workloads.config import CLASSES as NUM_CLASSES, DataConfig
+from typing import TYPE_CHECKING
+
 from workloads.registry import DataError, Registry
+
+if TYPE_CHECKING:  # configs are read here, never built: workloads.config imports this module
+    from workloads.config import DataConfig
+
+TRAIN_IMAGES, TEST_IMAGES, CLASSES = 50000, 10000, 10  # CIFAR-10
 
 ENV_VAR = "ORCHESTRATOR_DATA"
 DEFAULT_DIR = "data"
@@ -127,7 +133,7 @@ def _check_structure(raw: RawCifar, folder: Path) -> None:
         raise DataError(f"CIFAR-10 at {folder} has {len(raw.train_x)} training and "
                         f"{len(raw.test_x)} test images; expected 50000 and 10000")
     for y in (raw.train_y, raw.test_y):
-        if y.min() < 0 or y.max() >= NUM_CLASSES:
+        if y.min() < 0 or y.max() >= CLASSES:
             raise DataError(f"CIFAR-10 at {folder} has labels outside 0-9")
 
 
@@ -150,7 +156,7 @@ def split_indices(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.nda
     """(train_idx, val_idx): `per_class` validation images of each class, chosen by `seed`."""
     rng = np.random.default_rng(seed)
     val = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-                          for c in range(NUM_CLASSES)])
+                          for c in range(CLASSES)])
     val.sort()
     train = np.setdiff1d(np.arange(len(labels)), val)
     return train, val
