@@ -16,6 +16,7 @@ ASSIGNMENT = (
     ("epochs", 15),
     ("record_unit", "step"),    # curves every 10 optimizer steps, not per epoch
     ("record_every", 10),
+    ("record_loss", "last"),    # the loss of the record's own step (its hint: loss.item()), not a mean
     ("checkpoint_every", 20),   # a checkpoint every 200 steps: records are frequent
 )
 

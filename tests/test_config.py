@@ -47,6 +47,7 @@ def test_flat_round_trip():
     ("normalize", "imagenet", "normalize 'imagenet' is unknown"),
     ("metrics", "val_acc,f1", "metrics: unknown f1"),
     ("record_unit", "minute", "record_unit='minute'"),
+    ("record_loss", "median", "record_loss='median': choose mean or last"),
     ("width", "0", "width must be > 0"),
     ("grayscale", "maybe", "expected true/false"),
     ("lr_schedule", "5:0.1,3:0.01", "strictly increasing"),

@@ -176,3 +176,15 @@ def test_a_run_that_does_not_score_the_test_set_never_evaluates_it(tiny_data, mo
     for bad in ({"metrics": "val_acc,test_loss"}, {"record_unit": "epoch", "epochs": 2, "snapshot_epochs": "1"}):
         with pytest.raises(ConfigError, match="score_test"):
             tiny(score_test=False, **bad)
+
+
+def test_recorded_loss_is_the_record_steps_own_or_the_mean_since_the_last(tiny_data):
+    """part3-5's assignment records loss.item() at every 10th step (record_loss=last); the
+    tutorial's running mean since the last record is record_loss=mean."""
+    every = [r[M.LOSS] for r in train(tiny(arch="mlp_1", record_every=1), tiny_data, CPU).records]
+    assert len(every) == 10  # a record (of that step's loss, either way) after each of the 10 steps
+    last = train(tiny(arch="mlp_1", record_loss="last"), tiny_data, CPU).records
+    mean = train(tiny(arch="mlp_1", record_loss="mean"), tiny_data, CPU).records
+    assert [r[M.LOSS] for r in last] == pytest.approx([every[4], every[9]], rel=1e-6)
+    assert [r[M.LOSS] for r in mean] == pytest.approx([np.mean(every[:5]), np.mean(every[5:])], rel=1e-6)
+    assert last[0][M.LOSS] != pytest.approx(mean[0][M.LOSS], rel=1e-3)

@@ -111,6 +111,7 @@ class TrainConfig:
     record_every: int = 1             # record points every N `record_unit`s
     record_unit: str = "epoch"        # "epoch" (the run's end is always one) or "step"
     metrics: str = ",".join(M.DEFAULT)  # what a record point scores: workloads.metrics.RECORDABLE
+    record_loss: str = "mean"         # the recorded training loss: mean since the last record, or "last" step's
     # Epochs (record points) at whose end a run also scores the test set, so that one
     # run serves as shorter runs too (a stage's shared prefixes; workloads.train).
     snapshot_epochs: tuple = ()
@@ -133,6 +134,8 @@ class TrainConfig:
         _check(self.record_unit in ("epoch", "step"), f"record_unit={self.record_unit!r}: choose epoch or step")
         _check(self.eval_batch_size >= 0, "eval_batch_size must be >= 0 (0 = sized for the device)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        _check(self.record_loss in M.LOSS_RECORDS,
+               f"record_loss={self.record_loss!r}: choose {' or '.join(M.LOSS_RECORDS)}")
         names = M.split_list(self.metrics)
         _check(self.score_test or "test" not in M.splits_needed(n for n in names if n in M.RECORDABLE),
                "score_test=false never touches the test set: leave test_acc and test_loss out of metrics")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 STEP = "step"                   # optimizer steps taken so far
 EPOCH = "epoch"                 # fractional epochs done at a record point
 LR = "lr"                       # learning rate in force at the record point
-LOSS = "train_loss"             # mean mini-batch loss since the previous record
+LOSS = "train_loss"             # training loss at a record point: TrainConfig.record_loss says which
 TRAIN_SECONDS = "train_seconds"  # training time so far, evaluation excluded
 TRAIN_ACC = "train_acc"         # eval-mode accuracy on the fixed training sample
 TRAIN_ACC_RUNNING = "train_acc_running"  # accuracy of the training batches since the last record (free)
@@ -59,6 +59,18 @@ TITLES = {**{name: m.title for name, m in RECORDABLE.items()}, LR: "learning rat
 CURVES = tuple(RECORDABLE) + (LR, TRAIN_SECONDS, EPOCH)
 
 DEFAULT = (LOSS, TRAIN_ACC, VAL_ACC)
+
+# What a record's training loss is (TrainConfig.record_loss). "mean": the mean of the
+# mini-batch losses since the previous record (the tutorial's running_loss / len(trainloader),
+# smooth). "last": the loss of the record's own step, what part3-5's assignment records
+# (its hint: loss.item() at every 10th step), one batch's noise included.
+LOSS_RECORDS = ("mean", "last")
+
+
+def recorded_loss(mode: str, sums: list, count: int, last: list) -> list:
+    """Each model's training loss at a record point: `sums` of the `count` mini-batch losses
+    since the previous record, or `last`, those of the latest step."""
+    return [s / count for s in sums] if mode == "mean" else list(last)
 
 
 def split_list(text) -> tuple[str, ...]:

@@ -250,6 +250,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     step, epoch, batch, perms = 0, 0, 0, None
     records: list[list] = [[] for _ in range(K)]
     loss_sum = torch.zeros(K, device=device, dtype=d.train_x.dtype)
+    last_loss = loss_sum  # the latest step's (K,) losses, for record_loss="last"
     correct = torch.zeros(K, device=device, dtype=torch.long)
     loss_count, seconds = 0, 0.0
     diverged: list[int | None] = [None] * K   # the step each model's loss stopped being finite
@@ -290,7 +291,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         """Append a record to every model still training; reset the running sums."""
         nonlocal loss_count
         sums, rights = loss_sum.tolist(), correct.tolist()  # one host sync for every model
-        columns = {M.LOSS: [v / loss_count for v in sums]}
+        columns = {M.LOSS: M.recorded_loss(tc.record_loss, sums, loss_count, last_loss.tolist())}
         if M.TRAIN_ACC_RUNNING in wanted:
             columns[M.TRAIN_ACC_RUNNING] = [r / (loss_count * batch_size) for r in rights]
         scored = dict(splits)
@@ -330,7 +331,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             losses.sum().backward()
             optimizer.step()
             step, batch = step + 1, batch + 1
-            loss_sum += losses.detach()
+            last_loss = losses.detach()
+            loss_sum += last_loss
             loss_count += 1
             if M.TRAIN_ACC_RUNNING in wanted:
                 correct += (logits.detach().argmax(-1) == y).sum(1)
