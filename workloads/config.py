@@ -38,7 +38,9 @@ class DataConfig:
     train_subset: int = 0             # 0 = whole training split; else first N of a fixed shuffle
     val_subset: int = 0               # 0 = whole validation split
     test_subset: int = 0              # 0 = all 10,000 test images
-    train_eval_size: int = 5000       # fixed training sample scored at each record (metric train_acc)
+    # Training images scored at each record (metric train_acc): a fixed sample of this many,
+    # or 0 for the whole training split (part3's assignment: training accuracy; a costly pass).
+    train_eval_size: int = 5000
     augment: str = ""                 # training batches only: comma-separated workloads.augment.AUGMENTATIONS
     resize: int = 32                  # the model's input side: every batch is resized to it (all splits)
     eval_view: str = "full"           # what evaluation scores: workloads.augment.VIEWS
@@ -50,7 +52,7 @@ class DataConfig:
         _check(1 <= self.val_per_class <= 2500, "val_per_class must be in 1..2500")
         for name in ("train_subset", "val_subset", "test_subset"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = all)")
-        _check(self.train_eval_size >= 1, "train_eval_size must be >= 1")
+        _check(self.train_eval_size >= 0, "train_eval_size must be >= 0 (0 = the whole training split)")
         _check(4 <= self.resize <= 256, "resize must be in 4..256 (pixels a side)")
         _canonical(self, "normalize", NORMALIZATIONS.canonical)
         _canonical(self, "augment", AUGMENTATIONS.canonical_list)
@@ -200,7 +202,7 @@ class TrialConfig:
         """(training steps, record points, evaluated images) of one run: what train() does."""
         from workloads.augment import VIEWS
         d, t = self.data, self.train
-        sizes = {"train_sample": min(d.train_eval_size, self.train_images),
+        sizes = {"train_sample": _kept(d.train_eval_size, self.train_images),
                  "val": _kept(d.val_subset, CLASSES * d.val_per_class), "test": _kept(d.test_subset, TEST_IMAGES)}
         views = VIEWS.parse(d.eval_view).views
         records = len(self.record_points())

@@ -66,6 +66,8 @@ class DeviceData:
             return out.to(dtype) if floating else out
         train_x, train_y = t(data.train_x, True), t(data.train_y)
         idx = t(data.train_eval_idx)
+        if len(idx) == len(train_x):  # the whole split (sorted, distinct): the arrays, not a copy
+            idx = slice(None)
         return cls(train_x, train_y, train_x[idx], train_y[idx],
                    t(data.val_x, True), t(data.val_y), t(data.test_x, True), t(data.test_y))
 
