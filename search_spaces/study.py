@@ -137,6 +137,7 @@ class Study:
     # What picks a group's best run (its final record's value). Validation accuracy: the
     # test set is scored to report, never to choose, unless an assignment says otherwise.
     select: str = M.VAL_ACC
+    select_why: str = ""          # why a study selects by test accuracy (its report says so)
     # What the report compares each group with: a group's name (every other group against it),
     # or "key=value" (each group against the one with that setting, otherwise the same).
     reference: str = ""
@@ -189,6 +190,9 @@ class Study:
                         user=self.user + tuple(values.items()))
         for key, raw in chosen_options:
             study = options[key](study, raw)
+        if study.select == M.VAL_ACC and not study.base_config().data.val_per_class:
+            raise ConfigError(f"study {study.name}: val_per_class=0 leaves no validation split, and the "
+                              f"study picks its best runs on validation accuracy")
         study.base_config()  # typed and range-checked now, before any work starts
         groups: dict = {}
         for stage in study.stages:

@@ -33,7 +33,7 @@ class DataConfig:
     dataset: str = "cifar10"
     grayscale: bool = False
     normalize: str = "dataset"        # workloads.data.NORMALIZATIONS
-    val_per_class: int = 500          # 10% of the training set, balanced
+    val_per_class: int = 500          # 10% of the training set, balanced; 0: no validation split
     split_seed: int = 0               # independent of the repeat seed
     train_subset: int = 0             # 0 = whole training split; else first N of a fixed shuffle
     val_subset: int = 0               # 0 = whole validation split
@@ -49,7 +49,7 @@ class DataConfig:
         from workloads.augment import AUGMENTATIONS, VIEWS
         from workloads.data import NORMALIZATIONS
         _check(self.dataset == "cifar10", f"dataset={self.dataset!r}: only 'cifar10' is known")
-        _check(1 <= self.val_per_class <= 2500, "val_per_class must be in 1..2500")
+        _check(0 <= self.val_per_class <= 2500, "val_per_class must be in 0..2500 (0 = no validation split)")
         for name in ("train_subset", "val_subset", "test_subset"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = all)")
         _check(self.train_eval_size >= 0, "train_eval_size must be >= 0 (0 = the whole training split)")
@@ -176,6 +176,8 @@ class TrialConfig:
     def __post_init__(self):
         # A run with no record point would have no curves to report.
         t = self.train
+        _check(self.data.val_per_class or "val" not in M.splits_needed(t.recorded),
+               "val_per_class=0 leaves no validation split: leave val_acc and val_loss out of metrics")
         if t.record_unit == "step":
             steps = self.steps_per_epoch * t.epochs
             _check(steps >= t.record_every,
