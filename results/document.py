@@ -130,8 +130,8 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
             varies = "; ".join(f"{k}: {', '.join(map(text, v))}" for k, v in stage.axes) or "nothing: one group"
-        stages.append({"stage": stage.name, "what varies": varies,
-                       "set here": ", ".join(f"{k}={text(v)}" for k, v in fixed.items()) or DASH,
+        here = [f"{k}={text(v)}" for k, v in fixed.items()] + ([f"repeats={stage.repeats}"] if stage.repeats else [])
+        stages.append({"stage": stage.name, "what varies": varies, "set here": ", ".join(here) or DASH,
                        "groups": len({r.group for r in recs}),
                        "runs trained": len(distinct_runs(recs))})
     blocks.append(Table(pd.DataFrame(stages), "Stages, in the order they ran",

@@ -18,6 +18,7 @@ import numpy as np
 from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.io import save_weights, write_csv, write_json, write_pickle
 from results.plots import BAND, plot_comparison, plot_first_layer, plot_schedules
+from results.stats import summarize
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 
@@ -144,10 +145,7 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
              for g, a in everything.items()}
     table = summary_table(everything, extra)
     write_csv(out / "summary.csv", table)
-    compare = table.set_index("group").loc[[two.group, adam.group]].reset_index()
-    compare = compare[["group", "optimizer", "lr_schedule", "epochs", "n", "test_acc_mean",
-                       "test_acc_std", "test_acc_best", "final_val_acc"]]
-    compare["minus_adam"] = compare["test_acc_mean"] - adam.test_mean
+    compare, verdict = against_adam(table, two, adam)
     write_csv(out / "schedule_vs_adam.csv", compare)
     write_csv(out / "curves.csv", curves_table(everything))
     write_json(out / "switches.json", {
@@ -162,8 +160,34 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
                 f"The schedules against epochs, with the plateaus they were derived from: the {high_label} "
                 f"run's validation curve stops rising at epoch {first.last_improvement:.2f} (switch at "
                 f"e1={e1}), the one-switch run's at {second.last_improvement:.2f} (e2={e2}); {BAND}")]
-    return {"summary": table, "comparison": compare, "figures": figures,
-            "tables": [(compare, "Two switches against Adam (schedule_vs_adam.csv)")]}
+    return {"summary": table, "comparison": compare, "figures": figures, "notes": [verdict],
+            "tables": [(compare, "Two switches against Adam, part3's recipe for the same model "
+                                 "(schedule_vs_adam.csv): Adam's mean, its 95% t interval and best")]}
+
+
+def against_adam(table, two, adam) -> tuple:
+    """(schedule_vs_adam table, a sentence): the two-switch schedule's test accuracy against the
+    Adam runs' (the assignment's "same model trained with Adam in 3.1", repeated): their mean,
+    its 95% t interval, and their best; where the schedule's accuracy lies against that interval."""
+    compare = table.set_index("group").loc[[two.group, adam.group]].reset_index()
+    compare = compare[["group", "optimizer", "lr_schedule", "epochs", "n", "test_acc_mean",
+                       "test_acc_std", "test_acc_best", "final_val_acc"]]
+    s = summarize(adam.test_accs) if adam.n_test else None
+    low, high = (s.ci_low, s.ci_high) if s else (None, None)
+    compare["minus_adam"] = compare["test_acc_mean"] - adam.test_mean if s else None
+    compare["adam_ci_low"], compare["adam_ci_high"] = low, high
+    accuracy = two.test_mean
+    if s is None or accuracy is None:
+        return compare, "Two switches against Adam: no test accuracy on " + (
+            "either side." if s is None and accuracy is None else "Adam's side." if s is None else "the schedule's side.")
+    where = ("no interval (n = 1)" if low is None else "above it" if accuracy > high
+             else "below it" if accuracy < low else "within it")
+    return compare, (f"Two switches: test accuracy {accuracy:.4f}" + (f" (mean of {two.n})" if two.n > 1 else "")
+                     + f"; Adam, part3's recipe for {adam.runs[0].config['arch']} over {s.n} repeats: mean "
+                     f"{s.mean:.4f}" + (f", 95% interval [{low:.4f}, {high:.4f}]" if low is not None else "")
+                     + f", best {s.best:.4f}. The schedule's accuracy is {accuracy - s.mean:+.4f} from Adam's "
+                     f"mean: {where}" + ("" if low is None else " (the interval is of Adam's mean, not of one run)")
+                     + ".")
 
 
 def describe_schedule(cfg: dict) -> str:
