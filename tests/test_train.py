@@ -206,3 +206,17 @@ def test_train_acc_on_the_whole_training_split(raw):
     with torch.no_grad():
         acc = (model.eval()(d.train_x).argmax(1) == d.train_y).double().mean().item()
     assert out.records[-1][M.TRAIN_ACC] == pytest.approx(acc, abs=1e-9)
+
+
+def test_train_acc_end_scores_the_training_split_at_the_last_record_only(raw):
+    """resnet's final recipe: eval-mode accuracy on the whole training split once, at the end."""
+    cfg = tiny(arch="mlp_1", train_eval_size=0, metrics="train_loss,val_acc,train_acc_end")
+    assert cfg.work()[1:] == (2, 2 * 200 + 500 + 200)
+    d = DeviceData.from_prepared(prepare(cfg.data, raw), CPU)
+    out = train(cfg, d, CPU)
+    assert [M.TRAIN_ACC_END in r for r in out.records] == [False, True] and M.TRAIN_ACC not in out.records[-1]
+    model = cfg.model.build(cfg.data.in_shape)
+    model.load_state_dict(out.state_dict)
+    with torch.no_grad():
+        acc = (model.eval()(d.train_x).argmax(1) == d.train_y).double().mean().item()
+    assert out.records[-1][M.TRAIN_ACC_END] == pytest.approx(acc, abs=1e-9)

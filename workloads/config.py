@@ -210,7 +210,8 @@ class TrialConfig:
         records = len(self.record_points())
         per_record = sum(sizes[s] for s in M.splits_needed(t.recorded))
         snapshots = len(t.snapshot_epochs) * sizes["test"] * ("test" not in M.splits_needed(t.recorded))
-        images = views * (records * per_record + snapshots + sizes["test"] * t.score_test)
+        end = sum(sizes[m.split] for m in M.at_end(t.recorded))
+        images = views * (records * per_record + snapshots + end + sizes["test"] * t.score_test)
         return self.steps_per_epoch * t.epochs, records, images
 
     def to_flat(self) -> dict:

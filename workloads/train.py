@@ -246,6 +246,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     if n != cfg.train_images:
         raise ValueError(f"data has {n} training images, the config {cfg.train_images}")
     records_at, snapshots = set(cfg.record_points()), {e * spe for e in tc.snapshot_epochs}
+    last_record = max(records_at)
     wanted = tc.recorded
     splits = M.splits_needed(wanted)
     eval_size = eval_batch(tc, device)
@@ -302,6 +303,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         for split, kinds in scored.items():
             for kind, values in evaluate(split, kinds).items():
                 columns[M.NAMES[split, kind]] = values
+        for metric in M.at_end(wanted) if step == last_record else ():
+            columns[metric.name] = evaluate(metric.split, {metric.kind})[metric.kind]
         columns[M.LR] = [optimizer.param_groups[0]["lr"]] * K
         if M.GRAD_NORM in wanted:
             columns[M.GRAD_NORM] = models.grad_norms().tolist()
