@@ -23,7 +23,30 @@ from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 
 
+def loss_words(cfg: dict) -> str:
+    """What a run's recorded training loss is (TrainConfig.record_loss)."""
+    return ("the loss of the record's own step (record_loss=last: the assignment's loss.item())"
+            if cfg["record_loss"] == "last" else "the mean mini-batch loss since the previous record (record_loss=mean)")
+
+
+def train_acc_words(cfg: dict) -> str:
+    """What a run's training accuracy scores (DataConfig.train_eval_size)."""
+    n = int(cfg["train_eval_size"])
+    return "the whole training split" if n == 0 else f"a fixed sample of {n:,} training images"
+
+
 def part3_report(results: dict, out: Path, study) -> dict:
+    """part3_<arch>.pkl, the assignment's dict, per architecture:
+      name             the architecture
+      loss_curve       training loss every record_every steps, mean over repeats: the loss of the
+                       record's own step (record_loss=last, the default: the assignment's loss.item()),
+                       or the mean since the previous record (record_loss=mean)
+      train_acc_curve  eval-mode accuracy on the whole training split (train_eval_size=0, the
+                       default), or on a fixed sample of that many training images (--quick: 1,000)
+      val_acc_curve    eval-mode accuracy on the validation split (500 images a class)
+      test_acc         the best test accuracy over the repeats
+      weights          the first layer of the run with that test accuracy
+    The report's caption says which loss and which training accuracy the runs recorded."""
     aggs = aggregate_groups(results["train"], select=study.select)
     extra, weights = {}, []
     for name, a in aggs.items():
@@ -49,16 +72,22 @@ def part3_report(results: dict, out: Path, study) -> dict:
     write_csv(out / "curves.csv", curves_table(aggs))
     plot_comparison(aggs, [M.LOSS, M.TRAIN_ACC, M.VAL_ACC], out / "compare.png",
                     title=f"{study.name}: {BAND} over repeats")
+    cfg = results["train"][0].config
     curves = (out / "compare.png", f"Training loss, training and validation accuracy against optimizer "
                                    f"steps ({BAND} over repeats); test accuracy per architecture "
-                                   f"(bars: mean and its 95% interval; dash: the best run)")
+                                   f"(bars: mean and its 95% interval; dash: the best run). Training loss: "
+                                   f"{loss_words(cfg)}; training accuracy: eval mode on {train_acc_words(cfg)}.")
     return {"summary": table, "figures": [curves],
             "folded": [("First-layer weights of each architecture's best run", weights)]}
 
 
 def part4_report(results: dict, out: Path, study) -> dict:
     """Per architecture: part4_<arch>.pkl and part4_<arch>.png (ReLU and sigmoid
-    side by side); summary.csv and curves.csv (means with std and n) for all groups."""
+    side by side); summary.csv and curves.csv (means with std and n) for all groups.
+    The pickle's *_loss_curve is the training loss every record_every steps: the loss of the
+    record's own step (record_loss=last, the default: the assignment's loss.item()), or the
+    mean since the previous record (record_loss=mean); *_grad_curve the first layer's gradient
+    norm at that step."""
     aggs = aggregate_groups(results["train"], select=study.select)
     pairs: dict[str, dict] = {}   # arch -> {activation: GroupAggregate}
     extra, figures = {}, []
@@ -105,7 +134,10 @@ def lr_tag(lr: float) -> str:
 
 
 def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
-    """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates;
+    """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates (the pickle's
+    loss_curve_*: the training loss every record_every steps, the loss of the record's own step
+    with record_loss=last, the default, as the assignment's loss.item(); the mean since the
+    previous record with record_loss=mean);
     part5_<arch>_schedules.png with the detected switch points; summary.csv
     (every group), schedule_vs_adam.csv, switches.json and curves.csv.
 
@@ -154,8 +186,9 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
         "first": plateau_summary(first, f"{high_label} validation curve (mean over repeats)"),
         "second": plateau_summary(second, "one_switch validation curve after e1 (mean over repeats)"),
     })
-    figures = [(out / f"part5_{arch}_rates.png", f"SGD at constant learning rates: training loss and validation "
-                                                 f"accuracy against steps ({BAND} over repeats)"),
+    figures = [(out / f"part5_{arch}_rates.png", f"SGD at constant learning rates: training loss ("
+                                                 f"{loss_words(next(iter(rates.values())).runs[0].config)}) and "
+                                                 f"validation accuracy against steps ({BAND} over repeats)"),
                (out / f"part5_{arch}_schedules.png",
                 f"The schedules against epochs, with the plateaus they were derived from: the {high_label} "
                 f"run's validation curve stops rising at epoch {first.last_improvement:.2f} (switch at "
