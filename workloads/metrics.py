@@ -72,10 +72,11 @@ DEFAULT = (LOSS, TRAIN_ACC, VAL_ACC)
 LOSS_RECORDS = ("mean", "last")
 
 
-def recorded_loss(mode: str, sums: list, count: int, last: list) -> list:
+def recorded_loss(mode: str, sums: list, count: int, last) -> list:
     """Each model's training loss at a record point: `sums` of the `count` mini-batch losses
-    since the previous record, or `last`, those of the latest step."""
-    return [s / count for s in sums] if mode == "mean" else list(last)
+    since the previous record, or `last` (a (K,) tensor, read only then: a GPU sync), those
+    of the latest step."""
+    return [s / count for s in sums] if mode == "mean" else last.tolist()
 
 
 def split_list(text) -> tuple[str, ...]:

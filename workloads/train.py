@@ -294,7 +294,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         """Append a record to every model still training; reset the running sums."""
         nonlocal loss_count
         sums, rights = loss_sum.tolist(), correct.tolist()  # one host sync for every model
-        columns = {M.LOSS: M.recorded_loss(tc.record_loss, sums, loss_count, last_loss.tolist())}
+        columns = {M.LOSS: M.recorded_loss(tc.record_loss, sums, loss_count, last_loss)}
         if M.TRAIN_ACC_RUNNING in wanted:
             columns[M.TRAIN_ACC_RUNNING] = [r / (loss_count * batch_size) for r in rights]
         scored = dict(splits)
