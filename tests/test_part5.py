@@ -3,6 +3,7 @@ learning-rate switches that keep model and optimizer state, the report, and a
 quick sweep through real Ray Tune."""
 import json
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -234,6 +235,7 @@ def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     inside = compare["adam_ci_low"].iloc[0] <= acc["two_switches"] <= compare["adam_ci_high"].iloc[0]
     report = (out / "report.md").read_text()
     assert f"Adam, part3's recipe for cnn_4 over 2 repeats: mean {acc['adam']:.4f}" in report
+    assert re.search(r"\| adam \| nothing: one group \| [^|\n]*repeats=2 \| 1 \| 2 \|", report)  # its own repeats
     assert ("within it" if inside else "above it" if acc["two_switches"] > acc["adam"] else "below it") in report
     for png in ("part5_cnn_4_rates.png", "part5_cnn_4_schedules.png"):
         assert (out / png).stat().st_size > 10000
