@@ -142,7 +142,8 @@ def _run(data_root, cfg: TrialConfig, max_steps, device, verbose, workers) -> di
     train_set = Subset(full_train, train_idx.tolist())
     val_set = Subset(full_train, val_idx.tolist())
     # fixed sample of the training images, scored at every record
-    train_sample = Subset(train_set, np.sort(rng.permutation(len(train_set))[:d.train_eval_size]).tolist())
+    train_sample = Subset(train_set, np.sort(rng.permutation(len(train_set))[:d.train_eval_size]).tolist()
+                          if d.train_eval_size else list(range(len(train_set))))  # 0: the whole split
     load_s = time.perf_counter() - start
 
     torch.manual_seed(t.seed)  # model init and the training loader's shuffling

@@ -130,8 +130,8 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
             varies = "; ".join(f"{k}: {', '.join(map(text, v))}" for k, v in stage.axes) or "nothing: one group"
-        stages.append({"stage": stage.name, "what varies": varies,
-                       "set here": ", ".join(f"{k}={text(v)}" for k, v in fixed.items()) or DASH,
+        here = [f"{k}={text(v)}" for k, v in fixed.items()] + ([f"repeats={stage.repeats}"] if stage.repeats else [])
+        stages.append({"stage": stage.name, "what varies": varies, "set here": ", ".join(here) or DASH,
                        "groups": len({r.group for r in recs}),
                        "runs trained": len(distinct_runs(recs))})
     blocks.append(Table(pd.DataFrame(stages), "Stages, in the order they ran",
@@ -186,8 +186,9 @@ def compact_table(study, results: dict) -> pd.DataFrame:
 
 
 def group_note(study, aggs: dict) -> str:
+    why = f": {study.select_why}" if study.select_why else ""
     note = (f"n counts the runs that finished; best is the highest of them (the study keeps its best run by "
-            f"{study.select}). With n = 1 there is no spread and no interval (repeats=N gives them). Training "
+            f"{study.select}{why}). With n = 1 there is no spread and no interval (repeats=N gives them). Training "
             f"time (seconds per run) excludes evaluation; parameters are the model's.")
     if any(a.n_diverged for a in aggs.values()):
         note += (" Runs that diverged have no test accuracy: they are not in these means and are listed under "
@@ -287,7 +288,11 @@ def problems(records: list, failed) -> list:
                      **_last(f.get("last") or {})})
     if not rows:
         return [Paragraph("Every run finished: none diverged or failed.")]
-    return [Table(pd.DataFrame(rows), "Runs that did not finish, with their last record",
+    table = pd.DataFrame(rows)
+    # A metric no run records (hw2 has no validation split) is no column, not a column of dashes.
+    recorded = {c for r in records for c in r.curves.columns}
+    table = table.drop(columns=[t for k, t in LAST.items() if k not in recorded and t in table])
+    return [Table(table, "Runs that did not finish, with their last record",
                   note="A diverged run stops at the first non-finite loss; its curve is kept up to its last "
                        "record. A failed trial ended in an error after its retries.")]
 

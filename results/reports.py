@@ -18,11 +18,35 @@ import numpy as np
 from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.io import save_weights, write_csv, write_json, write_pickle
 from results.plots import BAND, plot_comparison, plot_first_layer, plot_schedules
+from results.stats import summarize
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 
 
+def loss_words(cfg: dict) -> str:
+    """What a run's recorded training loss is (TrainConfig.record_loss)."""
+    return ("the loss of the record's own step (record_loss=last: the assignment's loss.item())"
+            if cfg["record_loss"] == "last" else "the mean mini-batch loss since the previous record (record_loss=mean)")
+
+
+def train_acc_words(cfg: dict) -> str:
+    """What a run's training accuracy scores (DataConfig.train_eval_size)."""
+    n = int(cfg["train_eval_size"])
+    return "the whole training split" if n == 0 else f"a fixed sample of {n:,} training images"
+
+
 def part3_report(results: dict, out: Path, study) -> dict:
+    """part3_<arch>.pkl, the assignment's dict, per architecture:
+      name             the architecture
+      loss_curve       training loss every record_every steps, mean over repeats: the loss of the
+                       record's own step (record_loss=last, the default: the assignment's loss.item()),
+                       or the mean since the previous record (record_loss=mean)
+      train_acc_curve  eval-mode accuracy on the whole training split (train_eval_size=0, the
+                       default), or on a fixed sample of that many training images (--quick: 1,000)
+      val_acc_curve    eval-mode accuracy on the validation split (500 images a class)
+      test_acc         the best test accuracy over the repeats
+      weights          the first layer of the run with that test accuracy
+    The report's caption says which loss and which training accuracy the runs recorded."""
     aggs = aggregate_groups(results["train"], select=study.select)
     extra, weights = {}, []
     for name, a in aggs.items():
@@ -48,16 +72,22 @@ def part3_report(results: dict, out: Path, study) -> dict:
     write_csv(out / "curves.csv", curves_table(aggs))
     plot_comparison(aggs, [M.LOSS, M.TRAIN_ACC, M.VAL_ACC], out / "compare.png",
                     title=f"{study.name}: {BAND} over repeats")
+    cfg = results["train"][0].config
     curves = (out / "compare.png", f"Training loss, training and validation accuracy against optimizer "
                                    f"steps ({BAND} over repeats); test accuracy per architecture "
-                                   f"(bars: mean and its 95% interval; dash: the best run)")
+                                   f"(bars: mean and its 95% interval; dash: the best run). Training loss: "
+                                   f"{loss_words(cfg)}; training accuracy: eval mode on {train_acc_words(cfg)}.")
     return {"summary": table, "figures": [curves],
             "folded": [("First-layer weights of each architecture's best run", weights)]}
 
 
 def part4_report(results: dict, out: Path, study) -> dict:
     """Per architecture: part4_<arch>.pkl and part4_<arch>.png (ReLU and sigmoid
-    side by side); summary.csv and curves.csv (means with std and n) for all groups."""
+    side by side); summary.csv and curves.csv (means with std and n) for all groups.
+    The pickle's *_loss_curve is the training loss every record_every steps: the loss of the
+    record's own step (record_loss=last, the default: the assignment's loss.item()), or the
+    mean since the previous record (record_loss=mean); *_grad_curve the first layer's gradient
+    norm at that step."""
     aggs = aggregate_groups(results["train"], select=study.select)
     pairs: dict[str, dict] = {}   # arch -> {activation: GroupAggregate}
     extra, figures = {}, []
@@ -104,7 +134,10 @@ def lr_tag(lr: float) -> str:
 
 
 def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
-    """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates;
+    """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates (the pickle's
+    loss_curve_*: the training loss every record_every steps, the loss of the record's own step
+    with record_loss=last, the default, as the assignment's loss.item(); the mean since the
+    previous record with record_loss=mean);
     part5_<arch>_schedules.png with the detected switch points; summary.csv
     (every group), schedule_vs_adam.csv, switches.json and curves.csv.
 
@@ -144,10 +177,7 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
              for g, a in everything.items()}
     table = summary_table(everything, extra)
     write_csv(out / "summary.csv", table)
-    compare = table.set_index("group").loc[[two.group, adam.group]].reset_index()
-    compare = compare[["group", "optimizer", "lr_schedule", "epochs", "n", "test_acc_mean",
-                       "test_acc_std", "test_acc_best", "final_val_acc"]]
-    compare["minus_adam"] = compare["test_acc_mean"] - adam.test_mean
+    compare, verdict = against_adam(table, two, adam)
     write_csv(out / "schedule_vs_adam.csv", compare)
     write_csv(out / "curves.csv", curves_table(everything))
     write_json(out / "switches.json", {
@@ -156,14 +186,41 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
         "first": plateau_summary(first, f"{high_label} validation curve (mean over repeats)"),
         "second": plateau_summary(second, "one_switch validation curve after e1 (mean over repeats)"),
     })
-    figures = [(out / f"part5_{arch}_rates.png", f"SGD at constant learning rates: training loss and validation "
-                                                 f"accuracy against steps ({BAND} over repeats)"),
+    figures = [(out / f"part5_{arch}_rates.png", f"SGD at constant learning rates: training loss ("
+                                                 f"{loss_words(next(iter(rates.values())).runs[0].config)}) and "
+                                                 f"validation accuracy against steps ({BAND} over repeats)"),
                (out / f"part5_{arch}_schedules.png",
                 f"The schedules against epochs, with the plateaus they were derived from: the {high_label} "
                 f"run's validation curve stops rising at epoch {first.last_improvement:.2f} (switch at "
                 f"e1={e1}), the one-switch run's at {second.last_improvement:.2f} (e2={e2}); {BAND}")]
-    return {"summary": table, "comparison": compare, "figures": figures,
-            "tables": [(compare, "Two switches against Adam (schedule_vs_adam.csv)")]}
+    return {"summary": table, "comparison": compare, "figures": figures, "notes": [verdict],
+            "tables": [(compare, "Two switches against Adam, part3's recipe for the same model "
+                                 "(schedule_vs_adam.csv): Adam's mean, its 95% t interval and best")]}
+
+
+def against_adam(table, two, adam) -> tuple:
+    """(schedule_vs_adam table, a sentence): the two-switch schedule's test accuracy against the
+    Adam runs' (the assignment's "same model trained with Adam in 3.1", repeated): their mean,
+    its 95% t interval, and their best; where the schedule's accuracy lies against that interval."""
+    compare = table.set_index("group").loc[[two.group, adam.group]].reset_index()
+    compare = compare[["group", "optimizer", "lr_schedule", "epochs", "n", "test_acc_mean",
+                       "test_acc_std", "test_acc_best", "final_val_acc"]]
+    s = summarize(adam.test_accs) if adam.n_test else None
+    low, high = (s.ci_low, s.ci_high) if s else (None, None)
+    compare["minus_adam"] = compare["test_acc_mean"] - adam.test_mean if s else None
+    compare["adam_ci_low"], compare["adam_ci_high"] = low, high
+    accuracy = two.test_mean
+    if s is None or accuracy is None:
+        return compare, "Two switches against Adam: no test accuracy on " + (
+            "either side." if s is None and accuracy is None else "Adam's side." if s is None else "the schedule's side.")
+    where = ("no interval (n = 1)" if low is None else "above it" if accuracy > high
+             else "below it" if accuracy < low else "within it")
+    return compare, (f"Two switches: test accuracy {accuracy:.4f}" + (f" (mean of {two.n})" if two.n > 1 else "")
+                     + f"; Adam, part3's recipe for {adam.runs[0].config['arch']} over {s.n} repeats: mean "
+                     f"{s.mean:.4f}" + (f", 95% interval [{low:.4f}, {high:.4f}]" if low is not None else "")
+                     + f", best {s.best:.4f}. The schedule's accuracy is {accuracy - s.mean:+.4f} from Adam's "
+                     f"mean: {where}" + ("" if low is None else " (the interval is of Adam's mean, not of one run)")
+                     + ".")
 
 
 def describe_schedule(cfg: dict) -> str:

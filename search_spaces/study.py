@@ -15,7 +15,8 @@ their last epoch (`snapshot_epochs`).
 
 Overrides (`with_overrides`, the command line's key=value): a config key sets the
 base of every stage (or restricts a grid axis of that name), `STAGE.key` sets or
-restricts it in that stage alone (`part3.epochs=2`), and a study may name options
+restricts it in that stage alone (`part3.epochs=2`; `STAGE.repeats=N` sets a stage's own
+repeats, which `repeats=N` leaves alone where a stage has them), and a study may name options
 of its own (`Study.options`, e.g. elec5307's `sid`), each a function of the study.
 
 A stage with `search` (search_spaces/search.py) has no grid: a one-setting-at-a-time
@@ -103,6 +104,9 @@ class Stage:
     prefix: str = ""              # "epochs": shorter runs are prefixes of the longest (see plan_runs)
     group_name: Callable[[dict], str] | None = None  # a grid point {key: value} -> its group's name
     search: Any = None            # a search_spaces.search.Search: trials asked for as results come in
+    # Repeats of each of this stage's groups; 0: the study's `repeats` (part5's Adam reference
+    # keeps part3's 10 whatever the other stages take). `STAGE.repeats=N` sets it.
+    repeats: int = 0
 
     def __post_init__(self):
         for key, _ in self.axes + self.fixed:
@@ -112,8 +116,10 @@ class Stage:
             raise ConfigError(f"stage {self.name}: a stage has axes or variants, not both")
         if self.prefix not in ("", "epochs"):
             raise ConfigError(f"stage {self.name}: prefix={self.prefix!r}: only 'epochs' can be shared")
-        if self.search is not None and (self.axes or self.variants or self.derive or self.prefix):
-            raise ConfigError(f"stage {self.name}: a search stage has no axes, variants, derive or prefix")
+        if self.search is not None and (self.axes or self.variants or self.derive or self.prefix or self.repeats):
+            raise ConfigError(f"stage {self.name}: a search stage has no axes, variants, derive, prefix or repeats")
+        if self.repeats < 0:
+            raise ConfigError(f"{self.name}.repeats must be >= 1 (0 = the study's), got {self.repeats}")
 
     @property
     def planned(self) -> bool:
@@ -137,6 +143,7 @@ class Study:
     # What picks a group's best run (its final record's value). Validation accuracy: the
     # test set is scored to report, never to choose, unless an assignment says otherwise.
     select: str = M.VAL_ACC
+    select_why: str = ""          # why a study selects by test accuracy (its report says so)
     # What the report compares each group with: a group's name (every other group against it),
     # or "key=value" (each group against the one with that setting, otherwise the same).
     reference: str = ""
@@ -189,6 +196,9 @@ class Study:
                         user=self.user + tuple(values.items()))
         for key, raw in chosen_options:
             study = options[key](study, raw)
+        if study.select == M.VAL_ACC and not study.base_config().data.val_per_class:
+            raise ConfigError(f"study {study.name}: val_per_class=0 leaves no validation split, and the "
+                              f"study picks its best runs on validation accuracy")
         study.base_config()  # typed and range-checked now, before any work starts
         groups: dict = {}
         for stage in study.stages:
@@ -207,6 +217,9 @@ class Study:
 
     def with_quick(self) -> "Study":
         return self.with_overrides(dict(self.quick))
+
+    def stage_repeats(self, stage: Stage) -> int:
+        return stage.repeats or self.repeats
 
     def stage_config(self, stage: Stage) -> TrialConfig:
         """The study's base with what the stage fixes: a search starts from it."""
@@ -237,14 +250,20 @@ class Study:
                                cfg.override(point)))
         trials = []
         for group, changes, point_cfg in points:
-            for r in range(self.repeats):
+            for r in range(self.stage_repeats(stage)):
                 seeded = point_cfg.override({"seed": point_cfg.train.seed + r})
                 trials.append(Trial(stage.name, group, r, seeded, changes))
         return trials
 
 
 def _stage_override(stage: Stage, key: str, raw) -> Stage:
-    """`STAGE.key=value`: restricts that stage's axis `key`, or sets `key` in its fixed settings."""
+    """`STAGE.key=value`: restricts that stage's axis `key`, sets `key` in its fixed settings, or
+    (`STAGE.repeats=N`) that stage's repeats."""
+    if key == "repeats":
+        n = coerce(f"{stage.name}.repeats", raw, int)
+        if n < 1:
+            raise ConfigError(f"{stage.name}.repeats must be >= 1, got {n}")
+        return replace(stage, repeats=n)
     axes = dict(stage.axes)
     if key in axes:
         chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in _split(raw))

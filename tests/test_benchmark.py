@@ -79,7 +79,7 @@ def test_the_hw2_rows_run_the_tutorials_recipe(data_dir):
     cfgs = [t.config for t in B.study_trials(study)]
     assert [(c.model.arch, c.train.batch_size, c.train.optimizer, c.train.base_lr, c.data.normalize, c.train.seed)
             for c in cfgs] == [("tutorial", 4, "sgd:momentum=0.9", 0.001, "half", s) for s in (0, 1)]
-    assert cfgs[0].work() == (150, 1, 500 + 500 + 1000 + 1000)  # one record: sample, val, test; then test
+    assert cfgs[0].work() == (150, 1, 500 + 1000 + 1000)  # one record: sample, test (no val split); then test
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -87,4 +87,4 @@ def test_the_hw2_rows_run_the_tutorials_recipe(data_dir):
     finally:
         torch.set_num_threads(threads)
     for row in rows:
-        assert (row.runs, row.steps, row.images) == (2, 300, 2 * 3000) and row.note == "", row.name
+        assert (row.runs, row.steps, row.images) == (2, 300, 2 * 2500) and row.note == "", row.name

@@ -47,11 +47,14 @@ def test_flat_round_trip():
     ("normalize", "imagenet", "normalize 'imagenet' is unknown"),
     ("metrics", "val_acc,f1", "metrics: unknown f1"),
     ("record_unit", "minute", "record_unit='minute'"),
+    ("record_loss", "median", "record_loss='median': choose mean or last"),
     ("width", "0", "width must be > 0"),
     ("grayscale", "maybe", "expected true/false"),
     ("lr_schedule", "5:0.1,3:0.01", "strictly increasing"),
     ("snapshot_epochs", "4,20", "snapshot_epochs must lie in 1..epochs-1"),
     ("nonsense", "1", "unknown key 'nonsense'"),
+    ("val_per_class", "0", "val_per_class=0 leaves no validation split: leave val_acc and val_loss out"),
+    ("val_per_class", "-1", "val_per_class must be in 0..2500"),
 ])
 def test_bad_overrides_fail_with_one_line(key, value, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -94,3 +94,11 @@ def test_normalizations_are_torchvisions(raw, normalize, mean, std):
         np.testing.assert_allclose(ours[i], pipeline(raw.train_x[i].transpose(1, 2, 0)).numpy(), atol=1e-5)
     plain = preprocess(raw.train_x[:4], grayscale=False, normalize="none")
     np.testing.assert_array_equal(plain, raw.train_x[:4] / np.float32(255))
+
+
+def test_no_validation_split_trains_on_all_50000(raw):
+    """val_per_class=0 (hw2: the tutorial trains on the whole training set)."""
+    data = prepare(DataConfig(val_per_class=0, train_eval_size=100), raw)
+    assert data.train_x.shape == (50000, 3, 32, 32) and data.val_x.shape == (0, 3, 32, 32)
+    np.testing.assert_array_equal(data.train_y, raw.train_y)  # every image, in the files' order
+    assert data.train_eval_idx.shape == (100,)

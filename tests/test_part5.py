@@ -3,11 +3,13 @@ learning-rate switches that keep model and optimizer state, the report, and a
 quick sweep through real Ray Tune."""
 import json
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from conftest import SIZES, TINY, timeless
 from orchestrator.cli import main
@@ -102,13 +104,30 @@ def test_grid_and_fixed_settings():
                 c.train.weight_decay, c.train.batch_size, c.train.epochs, c.train.record_every,
                 c.train.record_unit, c.train.lr_schedule, c.data.grayscale) == (
             "cnn_4", "relu", "sgd", lr, 0.0, 50, 20, 10, "step", (), True)
-    (adam,) = study.stage_trials(study.stages[1], {})
-    # part3's settings: Adam at its default rate (lr 0 = 1e-3), 15 epochs.
-    assert (adam.config.train.optimizer, adam.config.train.lr, adam.config.train.epochs) == ("adam", 0.0, 15)
+    adam = study.stage_trials(study.stages[1], {})
+    # "The same model trained with Adam in 3.1": part3's recipe (Adam at its default rate, 15 epochs,
+    # training accuracy on the whole split), part3's 10 repeats: part3's own cnn_4 trials, so that
+    # a sweep running both trains them once.
+    assert [t.name for t in adam] == [f"adam_r{k}" for k in range(10)]
+    assert (adam[0].config.train.optimizer, adam[0].config.train.lr, adam[0].config.train.epochs) == ("adam", 0.0, 15)
+    part3 = get_study("part3").with_overrides({"arch": "cnn_4"})
+    assert [t.config for t in adam] == [t.config for t in part3.stage_trials(part3.stages[0], {})]
     assert [s.name for s in study.stages] == ["rates", "adam", "one_switch", "two_switches"]
     assert [s.derive is not None for s in study.stages] == [False, False, True, True]
     quick = get_study("part5").with_quick()
     assert [t.config.train.epochs for t in quick.stage_trials(quick.stages[0], {})] == [3, 3, 3]
+    assert len(quick.stage_trials(quick.stages[1], {})) == 2  # adam.repeats=2
+
+
+def test_repeats_repeat_the_sgd_stages_and_adam_keeps_part3s_unless_asked():
+    study = get_study("part5").with_overrides({"repeats": "3"})
+    assert [t.name for t in study.stage_trials(study.stages[0], {})][:4] == ["0.1_r0", "0.1_r1", "0.1_r2", "0.01_r0"]
+    assert len(study.stage_trials(study.stages[1], {})) == 10
+    assert study.stage_repeats(study.stages[2]) == study.stage_repeats(study.stages[3]) == 3
+    fewer = get_study("part5").with_overrides({"adam.repeats": "4"})
+    assert [t.config.train.seed for t in fewer.stage_trials(fewer.stages[1], {})] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="adam.repeats must be >= 1"):
+        get_study("part5").with_overrides({"adam.repeats": "0"})
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -181,7 +200,7 @@ def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     assert all(len(v) == 4 for k, v in saved.items() if k != "name")  # 20 steps, a record every 5
 
     trials = json.loads((out / "provenance.json").read_text())["trials"]
-    assert [len(trials[s]) for s in ("rates", "adam", "one_switch", "two_switches")] == [3, 1, 1, 1]
+    assert [len(trials[s]) for s in ("rates", "adam", "one_switch", "two_switches")] == [3, 2, 1, 1]
     (one,), (two,) = trials["one_switch"], trials["two_switches"]
     assert one["lr"] == two["lr"] == 0.1 and one["epochs"] == two["epochs"] == 3
     assert [list(p) for p in one["lr_schedule"]] == [[1, 0.01]]
@@ -207,5 +226,16 @@ def test_quick_sweep_end_to_end(ray_local, data_dir, tmp_path):
     acc = summary.set_index("group")["test_acc_mean"]
     assert compare["test_acc_mean"].tolist() == [acc["two_switches"], acc["adam"]]
     assert compare["minus_adam"].iloc[0] == pytest.approx(acc["two_switches"] - acc["adam"])
+    # Adam's two repeats: their mean's 95% t interval, and where the schedule lies against it.
+    adam = summary.set_index("group").loc["adam"]
+    assert adam["n"] == 2 and compare["test_acc_best"].iloc[1] == adam["test_acc_best"]
+    half = stats.t.ppf(0.975, 1) * adam["test_acc_std"] / np.sqrt(2)
+    assert compare["adam_ci_low"].iloc[0] == pytest.approx(adam["test_acc_mean"] - half)
+    assert compare["adam_ci_high"].iloc[0] == pytest.approx(adam["test_acc_mean"] + half)
+    inside = compare["adam_ci_low"].iloc[0] <= acc["two_switches"] <= compare["adam_ci_high"].iloc[0]
+    report = (out / "report.md").read_text()
+    assert f"Adam, part3's recipe for cnn_4 over 2 repeats: mean {acc['adam']:.4f}" in report
+    assert re.search(r"\| adam \| nothing: one group \| [^|\n]*repeats=2 \| 1 \| 2 \|", report)  # its own repeats
+    assert ("within it" if inside else "above it" if acc["two_switches"] > acc["adam"] else "below it") in report
     for png in ("part5_cnn_4_rates.png", "part5_cnn_4_schedules.png"):
         assert (out / png).stat().st_size > 10000

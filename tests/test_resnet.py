@@ -7,7 +7,7 @@ import torch
 
 from orchestrator.cli import main
 from results.aggregate import RunRecord, aggregate_groups
-from results.resnet import loss_band
+from results.resnet import final_table, loss_band, page_final
 from search_spaces import get_study
 from search_spaces.study import plan_runs
 from workloads import metrics as M
@@ -55,7 +55,14 @@ def test_stages_groups_and_what_each_changes():
         "opt_sgd": ("sgd:momentum=0.9", 0.1), "opt_adam_base_lr": ("adam", 0.1), "opt_adagrad_base_lr": ("adagrad", 0.1),
         "opt_rmsprop_base_lr": ("rmsprop", 0.1), "opt_adam_default_lr": ("adam", 1e-3),
         "opt_adagrad_default_lr": ("adagrad", 1e-2), "opt_rmsprop_default_lr": ("rmsprop", 1e-2)}
-    assert changed(stages["final"][:1], base) == {"final": {"epochs": 120, "weight_decay": 1e-4}}
+    # The final recipe, recorded so that it can be set beside the report's numbers: validation every
+    # epoch, eval-mode accuracy on the whole training split at the end.
+    assert changed(stages["final"][:1], base) == {"final": {
+        "epochs": 120, "weight_decay": 1e-4, "train_eval_size": 0,
+        "metrics": "train_loss,train_acc_running,val_acc,val_loss,train_acc_end"}}
+    final = stages["final"][0].config
+    assert (final.train.record_unit, final.train.record_every, final.train_images) == ("epoch", 1, 45000)
+    assert final.work()[1:] == (120, 120 * 5000 + 45000 + 10000)  # validation each epoch; training split once
     vgg = changed(stages["vgg"][::3], base)
     assert vgg["vgg_a"] == {"arch": "vgg_a", "activation": "relu", "augment": "", "optimizer": "adam", "lr": 0.001,
                             "scheduler": "constant", "epochs": 20, "metrics": "train_loss,val_acc,val_loss"}
@@ -103,6 +110,31 @@ def test_weight_decay_spares_batchnorm_and_biases_only_when_asked():
     assert len(weights["params"]) + len(spared["params"]) == len(named)
 
 
+def final_run(repeat, val, train_end, running, test):
+    epochs = np.arange(1, len(val) + 1, dtype=float)
+    curves = pd.DataFrame({M.STEP: epochs * 10, M.EPOCH: epochs, M.VAL_ACC: val, M.TRAIN_ACC_RUNNING: running,
+                           M.TRAIN_ACC_END: [np.nan] * (len(val) - 1) + [train_end]})
+    return RunRecord("final", "final", repeat, {"train_eval_size": 0}, curves, test, 1.0)
+
+
+def test_the_final_table_names_where_validation_first_passed_93_and_95():
+    runs = [final_run(0, [0.90, 0.931, 0.92, 0.951, 0.96], 0.9999, [0.8, 0.85, 0.9, 0.95, 0.97], 0.955),
+            final_run(1, [0.91, 0.925, 0.93, 0.94, 0.945], 0.998, [0.8, 0.84, 0.9, 0.93, 0.96], 0.94)]
+    table = final_table(runs).set_index("run")
+    assert table["val_first_93_epoch"].tolist()[:2] == [2.0, 3.0]
+    assert table.loc["r0", "val_first_95_epoch"] == 4.0 and np.isnan(table.loc["r1", "val_first_95_epoch"])
+    assert table.loc["r0", ["val_best", "val_best_epoch", "val_final", "train_acc_end", "train_acc_running_last"]
+                     ].tolist() == [0.96, 5.0, 0.96, 0.9999, 0.97]
+    # the mean curve: 0.905, 0.928, 0.925, 0.9455, 0.9525: 93% first at epoch 4, 95% at 5
+    mean = table.loc["mean of 2"]
+    assert (mean["val_first_93_epoch"], mean["val_first_95_epoch"]) == (4.0, 5.0)
+    assert mean["train_acc_end"] == pytest.approx(0.99895) and mean["test_acc"] == pytest.approx(0.9475)
+    shown = page_final(table.reset_index()).set_index("run")
+    assert shown.loc["r1", "validation first \u2265 95% (epoch)"] == "not reached"
+    assert shown.loc["r0", "validation first \u2265 93% (epoch)"] == "2"
+    assert shown.loc["r0", "training split, eval mode, at the end"] == "99.99%"
+
+
 def curve(group, lr, losses, repeat=0, arch="vgg_a"):
     steps = list(range(1, len(losses) + 1))
     return RunRecord("landscape", group, repeat, {"arch": arch, "lr": lr},
@@ -140,7 +172,15 @@ def test_quick_sweep_gives_every_table_and_figure(ray_local, data_dir, tmp_path,
     assert set(curves[curves.group == "vgg_a"].metric) >= {M.VAL_ACC, M.VAL_LOSS}
     for name in ("ablation_act", "ablation_wd", "ablation_width", "ablation_opt", "final", "vgg_bn", "landscape"):
         assert (out / f"{name}.png").stat().st_size > 20000, name
-    assert "Ablations: per family and variant" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Ablations: per family and variant" in report
+    # --quick's final: validation at both epochs, training accuracy on its 100-image sample at the end only
+    final = pd.read_csv(out / "final.csv")
+    assert final["run"].tolist() == ["r0"] and final["train_acc_end"].between(0, 1).all()
+    assert final["test_acc"].iloc[0] == pytest.approx(summary.loc["final", "test_acc_mean"])
+    end = curves[(curves.group == "final") & (curves.metric == M.TRAIN_ACC_END)]
+    assert end["step"].tolist() == [4] and len(curves[(curves.group == "final") & (curves.metric == M.VAL_ACC)]) == 2
+    assert "training accuracy in eval mode on a fixed sample of 100 training images at the end" in report
     from browser import check_page, chromium_or_skip
     seen = check_page(out / "report.html", screenshot=False, chromium=chromium_or_skip())
     assert seen["images_failed"] == 0 and not seen["overflow"] and seen["scrolled_tables"] == [], seen

@@ -18,6 +18,9 @@ def test_part3_full_grid():
     cfg = trials[-1].config
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.optimizer, cfg.data.train_subset) == \
         (15, 50, "adam", 0)
+    # The assignment's curves: loss.item() at every 10th step, training accuracy on the training split.
+    assert (cfg.train.record_every, cfg.train.record_loss, cfg.data.train_eval_size) == (10, "last", 0)
+    assert cfg.work()[1:] == (1350, 1350 * (45000 + 5000) + 10000)  # records; images scored
 
 
 def test_part3_quick_and_overrides():
@@ -27,6 +30,7 @@ def test_part3_quick_and_overrides():
     assert [t.name for t in trials] == ["cnn_3_r0", "cnn_3_r1", "cnn_3_r2", "mlp_1_r0", "mlp_1_r1", "mlp_1_r2"]
     assert {t.config.train.epochs for t in trials} == {2}
     assert {t.config.data.train_subset for t in trials} == {5000}  # from --quick
+    assert {t.config.data.train_eval_size for t in trials} == {1000}  # --quick scores a sample
     assert dict(study.user)["repeats"] == "3"
 
 

@@ -6,7 +6,8 @@ import torch
 from conftest import TINY, timeless
 from workloads import metrics as M
 from workloads.config import TrainConfig, TrialConfig
-from workloads.train import train
+from workloads.data import prepare
+from workloads.train import DeviceData, train
 
 CPU = torch.device("cpu")
 
@@ -176,3 +177,46 @@ def test_a_run_that_does_not_score_the_test_set_never_evaluates_it(tiny_data, mo
     for bad in ({"metrics": "val_acc,test_loss"}, {"record_unit": "epoch", "epochs": 2, "snapshot_epochs": "1"}):
         with pytest.raises(ConfigError, match="score_test"):
             tiny(score_test=False, **bad)
+
+
+def test_recorded_loss_is_the_record_steps_own_or_the_mean_since_the_last(tiny_data):
+    """part3-5's assignment records loss.item() at every 10th step (record_loss=last); the
+    tutorial's running mean since the last record is record_loss=mean."""
+    every = [r[M.LOSS] for r in train(tiny(arch="mlp_1", record_every=1), tiny_data, CPU).records]
+    assert len(every) == 10  # a record (of that step's loss, either way) after each of the 10 steps
+    last = train(tiny(arch="mlp_1", record_loss="last"), tiny_data, CPU).records
+    mean = train(tiny(arch="mlp_1", record_loss="mean"), tiny_data, CPU).records
+    assert [r[M.LOSS] for r in last] == pytest.approx([every[4], every[9]], rel=1e-6)
+    assert [r[M.LOSS] for r in mean] == pytest.approx([np.mean(every[:5]), np.mean(every[5:])], rel=1e-6)
+    assert last[0][M.LOSS] != pytest.approx(mean[0][M.LOSS], rel=1e-3)
+
+
+def test_train_acc_on_the_whole_training_split(raw):
+    """train_eval_size=0 (part3's full mode) scores every training image, eval mode, from the
+    training arrays themselves (no copy)."""
+    cfg = tiny(arch="mlp_1", train_eval_size=0)
+    data = prepare(cfg.data, raw)
+    assert data.train_eval_idx.tolist() == list(range(500))
+    assert cfg.work()[1:] == (2, 2 * (500 + 200) + 200)
+    d = DeviceData.from_prepared(data, CPU)
+    assert d.train_eval_x.data_ptr() == d.train_x.data_ptr() and len(d.train_eval_x) == 500
+    out = train(cfg, d, CPU)
+    model = cfg.model.build(cfg.data.in_shape)
+    model.load_state_dict(out.state_dict)
+    with torch.no_grad():
+        acc = (model.eval()(d.train_x).argmax(1) == d.train_y).double().mean().item()
+    assert out.records[-1][M.TRAIN_ACC] == pytest.approx(acc, abs=1e-9)
+
+
+def test_train_acc_end_scores_the_training_split_at_the_last_record_only(raw):
+    """resnet's final recipe: eval-mode accuracy on the whole training split once, at the end."""
+    cfg = tiny(arch="mlp_1", train_eval_size=0, metrics="train_loss,val_acc,train_acc_end")
+    assert cfg.work()[1:] == (2, 2 * 200 + 500 + 200)
+    d = DeviceData.from_prepared(prepare(cfg.data, raw), CPU)
+    out = train(cfg, d, CPU)
+    assert [M.TRAIN_ACC_END in r for r in out.records] == [False, True] and M.TRAIN_ACC not in out.records[-1]
+    model = cfg.model.build(cfg.data.in_shape)
+    model.load_state_dict(out.state_dict)
+    with torch.no_grad():
+        acc = (model.eval()(d.train_x).argmax(1) == d.train_y).double().mean().item()
+    assert out.records[-1][M.TRAIN_ACC_END] == pytest.approx(acc, abs=1e-9)

@@ -35,12 +35,12 @@ BASE = {**TINY, "epochs": 2, "record_every": 5}
 SMALL = {"train_subset": 100, "val_subset": 100, "test_subset": 100, "train_eval_size": 100, "batch_size": 20}
 GRAD = "train_acc,val_acc,grad_norm"
 SETTINGS = {
-    "adam": {"optimizer": "adam", "metrics": GRAD},  # part3's, plus part4's metric
+    "adam": {"optimizer": "adam", "metrics": GRAD, "record_loss": "last"},  # part3's, plus part4's metric
     "sgd": {"optimizer": "sgd:momentum=0.9:nesterov=true", "lr": 0.05, "weight_decay": 1e-3,
             "lr_schedule": "1:0.01", "loss": "mse", "metrics": GRAD},
     "adamw": {"optimizer": "adamw", "weight_decay": 0.05, "scheduler": "cosine", "augment": "flip,crop",
               "decay_norm_and_bias": False,
-              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss"},
+              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss,train_acc_end"},
 }
 SEEDS = (0, 3)
 

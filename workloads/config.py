@@ -37,22 +37,24 @@ class DataConfig:
     dataset: str = "cifar10"
     grayscale: bool = False
     normalize: str = "dataset"        # workloads.data.NORMALIZATIONS
-    val_per_class: int = 500          # 10% of the training set, balanced
+    val_per_class: int = 500          # 10% of the training set, balanced; 0: no validation split
     split_seed: int = 0               # independent of the repeat seed
     train_subset: int = 0             # 0 = whole training split; else first N of a fixed shuffle
     val_subset: int = 0               # 0 = whole validation split
     test_subset: int = 0              # 0 = all 10,000 test images
-    train_eval_size: int = 5000       # fixed training sample scored at each record (metric train_acc)
+    # Training images scored at each record (metric train_acc): a fixed sample of this many,
+    # or 0 for the whole training split (part3's assignment: training accuracy; a costly pass).
+    train_eval_size: int = 5000
     augment: str = ""                 # training batches only: comma-separated workloads.augment.AUGMENTATIONS
     resize: int = 32                  # the model's input side: every batch is resized to it (all splits)
     eval_view: str = "full"           # what evaluation scores: workloads.augment.VIEWS
 
     def __post_init__(self):
         _check(self.dataset == "cifar10", f"dataset={self.dataset!r}: only 'cifar10' is known")
-        _check(1 <= self.val_per_class <= 2500, "val_per_class must be in 1..2500")
+        _check(0 <= self.val_per_class <= 2500, "val_per_class must be in 0..2500 (0 = no validation split)")
         for name in ("train_subset", "val_subset", "test_subset"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = all)")
-        _check(self.train_eval_size >= 1, "train_eval_size must be >= 1")
+        _check(self.train_eval_size >= 0, "train_eval_size must be >= 0 (0 = the whole training split)")
         _check(4 <= self.resize <= 256, "resize must be in 4..256 (pixels a side)")
         _canonical(self, "normalize", NORMALIZATIONS.canonical)
         _canonical(self, "augment", AUGMENTATIONS.canonical_list)
@@ -111,6 +113,7 @@ class TrainConfig:
     record_every: int = 1             # record points every N `record_unit`s
     record_unit: str = "epoch"        # "epoch" (the run's end is always one) or "step"
     metrics: str = ",".join(M.DEFAULT)  # what a record point scores: workloads.metrics.RECORDABLE
+    record_loss: str = "mean"         # the recorded training loss: mean since the last record, or "last" step's
     # Epochs (record points) at whose end a run also scores the test set, so that one
     # run serves as shorter runs too (a stage's shared prefixes; workloads.train).
     snapshot_epochs: tuple = ()
@@ -139,6 +142,8 @@ class TrainConfig:
         _check(self.record_unit in ("epoch", "step"), f"record_unit={self.record_unit!r}: choose epoch or step")
         _check(self.eval_batch_size >= 0, "eval_batch_size must be >= 0 (0 = sized for the device)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        _check(self.record_loss in M.LOSS_RECORDS,
+               f"record_loss={self.record_loss!r}: choose {' or '.join(M.LOSS_RECORDS)}")
         names = M.split_list(self.metrics)
         _check(self.score_test or "test" not in M.splits_needed(n for n in names if n in M.RECORDABLE),
                "score_test=false never touches the test set: leave test_acc and test_loss out of metrics")
@@ -181,6 +186,8 @@ class TrialConfig:
             raise ConfigError(str(e)) from None
         # A run with no record point would have no curves to report.
         t = self.train
+        _check(self.data.val_per_class or "val" not in M.splits_needed(t.recorded),
+               "val_per_class=0 leaves no validation split: leave val_acc and val_loss out of metrics")
         if t.record_unit == "step":
             steps = self.steps_per_epoch * t.epochs
             _check(steps >= t.record_every,
@@ -206,13 +213,14 @@ class TrialConfig:
     def work(self) -> tuple[int, int, int]:
         """(training steps, record points, evaluated images) of one run: what train() does."""
         d, t = self.data, self.train
-        sizes = {"train_sample": min(d.train_eval_size, self.train_images),
+        sizes = {"train_sample": _kept(d.train_eval_size, self.train_images),
                  "val": _kept(d.val_subset, CLASSES * d.val_per_class), "test": _kept(d.test_subset, TEST_IMAGES)}
         views = VIEWS.parse(d.eval_view).views
         records = len(self.record_points())
         per_record = sum(sizes[s] for s in M.splits_needed(t.recorded))
         snapshots = len(t.snapshot_epochs) * sizes["test"] * ("test" not in M.splits_needed(t.recorded))
-        images = views * (records * per_record + snapshots + sizes["test"] * t.score_test)
+        end = sum(sizes[m.split] for m in M.at_end(t.recorded))
+        images = views * (records * per_record + snapshots + end + sizes["test"] * t.score_test)
         return self.steps_per_epoch * t.epochs, records, images
 
     def to_flat(self) -> dict:

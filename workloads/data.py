@@ -62,7 +62,7 @@ class PreparedData:
     """Float32 arrays, ready to become tensors on a trial's device."""
     train_x: np.ndarray       # (N, C, 32, 32)
     train_y: np.ndarray       # (N,)
-    train_eval_idx: np.ndarray  # indices into train_x: the fixed scoring sample
+    train_eval_idx: np.ndarray  # indices into train_x: the fixed scoring sample (all of them: the split)
     val_x: np.ndarray
     val_y: np.ndarray
     test_x: np.ndarray
@@ -172,7 +172,8 @@ def prepare(cfg: DataConfig, raw: RawCifar) -> PreparedData:
     test_idx = np.arange(len(raw.test_y))
     if cfg.test_subset:
         test_idx = np.sort(rng.permutation(test_idx)[:cfg.test_subset])
-    eval_idx = np.sort(rng.permutation(len(train_idx))[:cfg.train_eval_size])
+    eval_idx = (np.sort(rng.permutation(len(train_idx))[:cfg.train_eval_size]) if cfg.train_eval_size
+                else np.arange(len(train_idx)))  # 0: the whole training split
     def pre(x):
         return preprocess(x, cfg.grayscale, cfg.normalize)
     return PreparedData(

@@ -73,8 +73,10 @@ class DeviceData:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         if name == "train_sample":
-            if self.sample is None:
-                self.sample = (self.train_x[self.train_eval_idx], self.train_y[self.train_eval_idx])
+            if self.sample is None:  # the whole split (sorted, distinct indices): the arrays, not a copy
+                whole = len(self.train_eval_idx) == len(self.train_x)
+                self.sample = ((self.train_x, self.train_y) if whole else
+                               (self.train_x[self.train_eval_idx], self.train_y[self.train_eval_idx]))
             return self.sample
         return {"val": (self.val_x, self.val_y), "test": (self.test_x, self.test_y)}[name]
 
@@ -270,12 +272,14 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
     if n != cfg.train_images:
         raise ValueError(f"data has {n} training images, the config {cfg.train_images}")
     records_at, snapshots = set(cfg.record_points()), {e * spe for e in tc.snapshot_epochs}
+    last_record = max(records_at)
     wanted = tc.recorded
     splits = M.splits_needed(wanted)
     eval_size = eval_batch(tc, device)
     step, epoch, batch, perms = 0, 0, 0, None
     records: list[list] = [[] for _ in range(K)]
     loss_sum = torch.zeros(K, device=device, dtype=d.train_x.dtype)
+    last_loss = loss_sum  # the latest step's (K,) losses, for record_loss="last"
     correct = torch.zeros(K, device=device, dtype=torch.long)
     loss_count, seconds = 0, 0.0
     diverged: list[int | None] = [None] * K   # the step each model's loss stopped being finite
@@ -324,7 +328,7 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         """Append a record to every model still training; reset the running sums."""
         nonlocal loss_count
         sums, rights = loss_sum.tolist(), correct.tolist()  # one host sync for every model
-        columns = {M.LOSS: [v / loss_count for v in sums]}
+        columns = {M.LOSS: M.recorded_loss(tc.record_loss, sums, loss_count, last_loss)}
         if M.TRAIN_ACC_RUNNING in wanted:
             columns[M.TRAIN_ACC_RUNNING] = [r / (loss_count * batch_size) for r in rights]
         scored = dict(splits)
@@ -333,6 +337,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
         for split, kinds in scored.items():
             for kind, values in evaluate(split, kinds).items():
                 columns[M.NAMES[split, kind]] = values
+        for metric in M.at_end(wanted) if step == last_record else ():
+            columns[metric.name] = evaluate(metric.split, {metric.kind})[metric.kind]
         columns[M.LR] = [optimizer.param_groups[0]["lr"]] * K
         if M.GRAD_NORM in wanted:
             columns[M.GRAD_NORM] = models.grad_norms().tolist()
@@ -364,7 +370,8 @@ def run(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: to
             losses.sum().backward()
             optimizer.step()
             step, batch = step + 1, batch + 1
-            loss_sum += losses.detach()
+            last_loss = losses.detach()
+            loss_sum += last_loss
             # A sum that is not finite stays so until the record point resets it, which comes
             # after a check: the count stops at the step before the first non-finite loss.
             finite += torch.isfinite(loss_sum)
