@@ -48,7 +48,8 @@ def write_study_report(study, results: dict, out: Path, provenance: dict, failed
     every stage), then report.html and report.md. Returns what the study's report function
     returned and the seconds all of it took."""
     started = time.perf_counter()
-    extras = study.report(results, out, study) if study.report and not unfinished else {}
+    report = study.report
+    extras = report.resolve()(results, out, study, **dict(report.args)) if report and not unfinished else {}
     write_report(study_document(study, results, extras, provenance, failed, unfinished), out)
     return extras, time.perf_counter() - started
 

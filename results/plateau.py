@@ -111,3 +111,35 @@ def stage_plateau(records, rule: PlateauRule = RULE, after: float = 0.0, lo: int
     """The rule applied to the mean curve of `records` (the repeats of one group)."""
     epochs, values = mean_curve(records, metric)
     return find_plateau(epochs, values, rule, after, lo, hi)
+
+
+# part5's switch points: the epochs where its stages' mean validation curves stop rising.
+SCHEDULE_RATIO = 1.5          # the assignment's 30 schedule epochs for 20 constant-rate ones
+
+
+def rates_of(records) -> tuple:
+    """The constant-rate stage's learning rates, high to low."""
+    return tuple(sorted({float(r.config["lr"]) for r in records}, reverse=True))
+
+
+def schedule_epochs(records) -> int:
+    return int(SCHEDULE_RATIO * int(records[0].config["epochs"]))
+
+
+def first_plateau(earlier) -> Plateau:
+    """Plateau of the highest constant rate's mean validation curve."""
+    rates = earlier["rates"]
+    high = [r for r in rates if float(r.config["lr"]) == rates_of(rates)[0]]
+    return stage_plateau(high, RULE, lo=1, hi=schedule_epochs(rates) - 2)
+
+
+def second_plateau(earlier) -> Plateau:
+    """Plateau of the one-switch schedule's mean validation curve after its switch."""
+    runs = earlier["one_switch"]
+    e1 = int(runs[0].config["lr_schedule"][0][0])
+    total = int(runs[0].config["epochs"])
+    return stage_plateau(runs, RULE, after=e1, lo=e1 + 1, hi=total - 1)
+
+
+def part5_plateaus(results) -> dict:
+    return {"first": first_plateau(results), "second": second_plateau(results)}

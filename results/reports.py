@@ -17,6 +17,7 @@ import numpy as np
 
 from results.aggregate import aggregate_groups, curves_table, summary_table
 from results.io import save_weights, write_csv, write_json, write_pickle
+from results.plateau import first_plateau, second_plateau
 from results.plots import BAND, plot_comparison, plot_first_layer, plot_schedules
 from results.stats import summarize
 from workloads import metrics as M
@@ -133,7 +134,7 @@ def lr_tag(lr: float) -> str:
     return text[2:] if text.startswith("0.") else text.replace(".", "_")
 
 
-def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
+def part5_report(results: dict, out: Path, study) -> dict:
     """part5_<arch>.pkl and part5_<arch>_rates.png from the constant rates (the pickle's
     loss_curve_*: the training loss every record_every steps, the loss of the record's own step
     with record_loss=last, the default, as the assignment's loss.item(); the mean since the
@@ -141,8 +142,8 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
     part5_<arch>_schedules.png with the detected switch points; summary.csv
     (every group), schedule_vs_adam.csv, switches.json and curves.csv.
 
-    `plateaus` = {"first": Plateau, "second": Plateau}, what the study derived
-    its schedules from (drawn on the plot and written to switches.json)."""
+    The plateaus the study derived its schedules from (results.plateau.first_plateau and
+    second_plateau, read again from the same records) are drawn and written to switches.json."""
     rates = aggregate_groups(results["rates"], M.CURVES, study.select)
     rates = dict(sorted(rates.items(), key=lambda kv: -float(kv[1].runs[0].config["lr"])))
     arch = next(iter(rates.values())).runs[0].config["arch"]
@@ -160,7 +161,7 @@ def part5_report(results: dict, out: Path, study, plateaus: dict) -> dict:
     one, two, adam = (next(iter(later[n].values())) for n in ("one_switch", "two_switches", "adam"))
     (e1, _), (e2, _) = two.runs[0].config["lr_schedule"]
     high_label = next(iter(labelled))
-    first, second = plateaus["first"], plateaus["second"]
+    first, second = first_plateau(results), second_plateau(results)
     plot_schedules({high_label: rates[next(iter(rates))], "one switch": one, "two switches": two,
                     "adam": adam},
                    [(high_label, first), ("one switch", second)],

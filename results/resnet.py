@@ -135,10 +135,9 @@ def landscape(records: list, select: str) -> dict:
     return {arch: loss_band(groups) for arch, groups in by_arch.items()}
 
 
-def resnet_report(results: dict, out: Path, study) -> dict:
-    from search_spaces.resnet import FAMILIES, LANDSCAPE_RATES
+def resnet_report(results: dict, out: Path, study, families: dict, landscape_rates: tuple) -> dict:
     made = variants_report(results, out, study)
-    ablations = ablation_table(aggregate_groups(results["ablations"], select=study.select), FAMILIES)
+    ablations = ablation_table(aggregate_groups(results["ablations"], select=study.select), families)
     write_csv(out / "ablations.csv", ablations)
     bands = landscape(results["landscape"], study.select)
     labels = {"vgg_a": "VGG-A", "vgg_a_bn": "VGG-A with BatchNorm"}
@@ -150,7 +149,7 @@ def resnet_report(results: dict, out: Path, study) -> dict:
              + (f" (mean of {n} repeats)" if n > 1 else "") + (f", averaged over {smooth} steps" if smooth > 1 else ""))
     plot_loss_band({labels.get(k, k): v for k, v in bands.items()}, figure, title, smooth=smooth)
     caption = ("Per model, the band between the lowest and the highest training loss over the learning rates "
-               f"({rates}; the study's are {', '.join(f'{lr:g}' for lr in LANDSCAPE_RATES)}) at every step: "
+               f"({rates}; the study's are {', '.join(f'{lr:g}' for lr in landscape_rates)}) at every step: "
                "a narrower band is a loss that the step size changes less (Santurkar et al. 2018).")
     final = final_table(results["final"])
     write_csv(out / "final.csv", final)

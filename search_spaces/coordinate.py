@@ -43,10 +43,9 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from results.coordinate import coordinate_report
 from search_spaces.convnet import Net
 from search_spaces.search import Search, Setting, best_of
-from search_spaces.study import Stage, Study
+from search_spaces.study import Report, Stage, Study
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 from workloads.models import ARCHS
@@ -170,5 +169,5 @@ STUDY = Study(
     # The whole search on subsets, one epoch per value (epochs x4 is 4), one repeat.
     quick=(("repeats", 1), ("epochs", 1), ("train_subset", 400), ("val_subset", 500), ("test_subset", 500),
            ("train_eval_size", 100)),
-    report=coordinate_report,
+    report=Report("results.coordinate:coordinate_report", stages=("search", "final")),
 )

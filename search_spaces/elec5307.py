@@ -31,9 +31,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from results.elec5307 import report as elec5307_report
 from search_spaces import elec5307_part3 as part3
-from search_spaces.study import Stage, Study
+from search_spaces.study import Report, Stage, Study
 from workloads import metrics as M
 from workloads.config import ConfigError
 
@@ -88,10 +87,6 @@ def keep_families(families):
     return keep
 
 
-def report(results, out, study):
-    return elec5307_report(results, out, study, part3.FAMILIES, part1_epochs=PART1_EPOCHS)
-
-
 def check(study: Study) -> None:
     """Every part3 network keeps the project's structure and limits, however it was set."""
     for stage in study.stages:
@@ -110,7 +105,7 @@ STUDY = Study(
     # Every stage on subsets in a few minutes on two cores: lengths 1 and 2 still share a run.
     quick=(("epochs", "1,2"), ("train_subset", 1000), ("val_subset", 500), ("test_subset", 1000),
            ("train_eval_size", 500), ("part3.epochs", 2), ("part3.train_subset", 500)),
-    report=report,
+    report=Report("results.elec5307:report", args=(("families", part3.FAMILIES), ("part1_epochs", PART1_EPOCHS))),
     check=check,
     # sid=470123364: part3 runs the baseline and the three families the appendix gives that ID;
     # families=kernel,flip (or none): those families; parts=1,2: those parts alone.

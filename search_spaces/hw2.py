@@ -25,8 +25,7 @@ test accuracy, the number the homework reports; nothing is chosen with it.
 `val_per_class=500 metrics=train_loss,train_acc,val_acc,test_acc` carves out the
 project's usual validation split (45,000 training images) and records it.
 """
-from results.reports import variants_report
-from search_spaces.study import Figure, Stage, Study, Variant
+from search_spaces.study import Figure, Report, Stage, Study, Variant
 from workloads import metrics as M
 
 # The tutorial's settings, where they differ from the components' defaults.
@@ -86,7 +85,7 @@ STUDY = Study(
     # Every variant on subsets, in about two minutes on two cores.
     quick=(("epochs", 2), ("train_subset", 2000), ("val_subset", 500), ("test_subset", 1000),
            ("train_eval_size", 500)),
-    report=variants_report,
+    report=Report("results.reports:variants_report"),
     reference="cnn",
     figures=FIGURES,
     # No validation split to choose on, and nothing to choose: the best run is the one the

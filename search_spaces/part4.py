@@ -8,9 +8,8 @@
 Groups are "<arch>_<activation>" (e.g. cnn_3_sigmoid); the report pairs them
 per architecture into part4_<arch>.pkl and part4_<arch>.png.
 """
-from results.reports import part4_report
 from search_spaces.part3 import ASSIGNMENT
-from search_spaces.study import Stage, Study
+from search_spaces.study import Report, Stage, Study
 from workloads import metrics as M
 from workloads.models import ASSIGNMENT_ARCHS as ARCH_NAMES
 
@@ -27,6 +26,6 @@ STUDY = Study(
     repeats=1,
     quick=(("epochs", 1), ("train_subset", 5000), ("val_subset", 1000), ("test_subset", 2000),
            ("train_eval_size", 1000), ("record_every", 20)),
-    report=part4_report,
+    report=Report("results.reports:part4_report", stages=("train",)),
     reference="activation=relu",   # each sigmoid group against the ReLU group of its architecture
 )

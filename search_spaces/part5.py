@@ -28,10 +28,9 @@ sorted from high to low, so `lr=0.2,0.02,0.002` moves the schedules too.
 """
 from __future__ import annotations
 
-from results.plateau import RULE, Plateau, stage_plateau
-from results.reports import part5_report
+from results.plateau import SCHEDULE_RATIO, first_plateau, rates_of, schedule_epochs, second_plateau
 from search_spaces.part3 import ASSIGNMENT, STUDY as PART3
-from search_spaces.study import Stage, Study
+from search_spaces.study import Report, Stage, Study
 from workloads.config import ConfigError
 
 RATES = (0.1, 0.01, 0.001)
@@ -42,32 +41,7 @@ BASE = ASSIGNMENT + (("arch", "cnn_4"), ("optimizer", "sgd"), ("lr", RATES[0]), 
 # accuracy on the whole split) at Adam's default rate; its trials are then part3's very configs
 # for the architecture (tests/test_part5.py checks that).
 PART3_RECIPE = tuple((k, v) for k, v in PART3.base if dict(BASE).get(k) != v) + (("lr", 0.0),)
-SCHEDULE_RATIO = 1.5          # the assignment's 30 schedule epochs for 20 constant-rate ones
 EXCLUDED_ARCHS = ("mlp_1",)   # the assignment leaves it out of part5
-
-
-def rates_of(records) -> tuple:
-    """The constant-rate stage's learning rates, high to low."""
-    return tuple(sorted({float(r.config["lr"]) for r in records}, reverse=True))
-
-
-def schedule_epochs(records) -> int:
-    return int(SCHEDULE_RATIO * int(records[0].config["epochs"]))
-
-
-def first_plateau(earlier) -> Plateau:
-    """Plateau of the highest constant rate's mean validation curve."""
-    rates = earlier["rates"]
-    high = [r for r in rates if float(r.config["lr"]) == rates_of(rates)[0]]
-    return stage_plateau(high, RULE, lo=1, hi=schedule_epochs(rates) - 2)
-
-
-def second_plateau(earlier) -> Plateau:
-    """Plateau of the one-switch schedule's mean validation curve after its switch."""
-    runs = earlier["one_switch"]
-    e1 = int(runs[0].config["lr_schedule"][0][0])
-    total = int(runs[0].config["epochs"])
-    return stage_plateau(runs, RULE, after=e1, lo=e1 + 1, hi=total - 1)
 
 
 def derive_one_switch(earlier) -> dict:
@@ -84,10 +58,6 @@ def derive_two_switches(earlier) -> dict:
     return {"lr": high, "lr_schedule": ((int(e1), mid), (e2, low)), "epochs": int(run["epochs"])}
 
 
-def plateaus(results) -> dict:
-    return {"first": first_plateau(results), "second": second_plateau(results)}
-
-
 def check(study: Study) -> None:
     cfg = study.base_config()
     if cfg.model.arch in EXCLUDED_ARCHS:
@@ -99,10 +69,6 @@ def check(study: Study) -> None:
                           f"got {','.join(map(str, lrs))}")
     if int(SCHEDULE_RATIO * cfg.train.epochs) < 3:
         raise ConfigError("part5: epochs must be >= 2 so that each schedule rate gets an epoch")
-
-
-def report(results, out, study):
-    return part5_report(results, out, study, plateaus(results))
 
 
 STUDY = Study(
@@ -120,7 +86,7 @@ STUDY = Study(
     # Every stage in about two minutes on two cores: 3 epochs (schedules 4) on subsets.
     quick=(("epochs", 3), ("train_subset", 3000), ("val_subset", 500), ("test_subset", 1000),
            ("train_eval_size", 500), ("record_every", 10), ("adam.repeats", 2)),
-    report=report,
+    report=Report("results.reports:part5_report", stages=("rates", "adam", "one_switch", "two_switches")),
     reference="adam",   # the assignment asks whether the schedules (and constant rates) match Adam
     check=check,
 )

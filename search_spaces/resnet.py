@@ -43,8 +43,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from results.resnet import resnet_report
-from search_spaces.study import Figure, Stage, Study, Variant
+from search_spaces.study import Figure, Report, Stage, Study, Variant
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
 
@@ -141,6 +140,7 @@ STUDY = Study(
     # Every stage at 1/8 width on 512 training images (4 steps of 128), two epochs: curves of two points.
     quick=(("repeats", 2), ("epochs", 2), ("width", 0.125), ("train_subset", 512), ("val_subset", 250),
            ("test_subset", 250), ("train_eval_size", 100)),
-    report=resnet_report,
+    report=Report("results.resnet:resnet_report", stages=("ablations", "final", "vgg", "landscape"),
+                  args=(("families", FAMILIES), ("landscape_rates", LANDSCAPE_RATES))),
     figures=FIGURES,
 )

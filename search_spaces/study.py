@@ -25,6 +25,7 @@ later stage may derive from what it chose (`search.best_of`).
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
@@ -94,6 +95,26 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Report:
+    """What a study's report is, by name: `function` ("results.reports:part3_report") is
+    called as function(results, out_dir, study, **dict(args)) when the sweep ends, so that
+    defining a study imports no plotting code; `stages` are those it reads (checked to exist
+    when the study is built)."""
+    function: str
+    stages: tuple = ()
+    args: tuple = ()              # ((keyword, value), ...) the study hands its report
+
+    def __post_init__(self):
+        module, colon, name = self.function.partition(":")
+        if not (module and colon and name.isidentifier()):
+            raise ConfigError(f"report {self.function!r}: expected 'package.module:function'")
+
+    def resolve(self) -> Callable:
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     axes: tuple = ()              # ((key, (value, ...)), ...): a grid, first key outermost
@@ -135,7 +156,7 @@ class Study:
     base: tuple = ()              # ((key, value), ...): what differs from component defaults
     repeats: int = 1
     quick: tuple = ()             # overrides --quick applies before the user's
-    report: Callable | None = None  # (StudyResults, out_dir, study) -> None
+    report: Report | None = None  # the report the sweep writes when it ends
     user: tuple = ()              # the user's overrides, kept for the record
     # (study) -> None, raising ConfigError for settings this study cannot run
     # (e.g. an architecture the assignment excludes); run by with_overrides.
@@ -160,6 +181,9 @@ class Study:
             raise ConfigError(f"study {self.name}: stage names repeat: {names}")
         if self.select not in (M.VAL_ACC, M.TEST_ACC):
             raise ConfigError(f"study {self.name}: select={self.select!r}: choose {M.VAL_ACC} or {M.TEST_ACC}")
+        missing = [s for s in (self.report.stages if self.report else ()) if s not in names]
+        if missing:
+            raise ConfigError(f"study {self.name}: its report reads stages {missing} it does not have")
 
     def base_config(self) -> TrialConfig:
         return TrialConfig().override(dict(self.base))

@@ -92,3 +92,26 @@ def test_workloads_never_import_ray_and_results_never_import_a_study():
         if name.startswith("results"):
             assert not [t for t in targets if t.startswith("search_spaces.") and t != "search_spaces.study"
                         and not t.startswith("search_spaces.study.")], name
+
+
+def test_defining_the_studies_imports_no_plotting_or_statistics():
+    """A study names its report ("results.reports:part3_report"); the report's libraries load
+    when a sweep writes it."""
+    import subprocess
+    import sys
+    code = ("import sys; from search_spaces import studies; studies(); "
+            "print(sorted(m for m in ('matplotlib', 'scipy', 'ray', 'results.reports') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_report_and_figure_names_what_its_study_has():
+    from search_spaces import studies
+    for study in studies().values():
+        study.report.resolve()  # the function exists
+        names = {s.name for s in study.stages}
+        assert set(study.report.stages) <= names, study.name
+        if study.figures and all(s.planned for s in study.stages):
+            groups = {t.group for s in study.stages for t in study.stage_trials(s, {})}
+            for figure in study.figures:
+                assert set(figure.groups) <= groups, (study.name, figure.name, set(figure.groups) - groups)
