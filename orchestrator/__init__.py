@@ -9,7 +9,7 @@ Names are loaded when first used (PEP 562), so that importing the package (as
 """
 from importlib import import_module
 
-_EXPORTS = {"sweep": "orchestrator.sweeps", "Request": "orchestrator.sweeps",
+_EXPORTS = {"sweep": "orchestrator.sweeps", "Request": "orchestrator.request",
             "FinishedSweep": "orchestrator.sweeps", "Interrupted": "orchestrator.experiment",
             "load_run": "results.records"}
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,7 @@ Bad input ends in one line on stderr and exit code 2, before any work starts.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from importlib import import_module
@@ -24,7 +25,7 @@ from search_spaces import BUILT_IN
 from workloads.registry import ConfigError, DataError
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as shells report a command Ctrl-C stopped: 130
 
 
 class UsageError(Exception):

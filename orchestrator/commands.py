@@ -6,32 +6,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
-from search_spaces import get_study, studies
+from orchestrator.request import Request
+from search_spaces import studies
 from search_spaces.study import Study, plan_runs
 from workloads.data import load_cifar10, resolve_data_dir
 from workloads.registry import ConfigError
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
-
-
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {item!r}")
-        out[key.strip()] = value
-    return out
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as shells report a command Ctrl-C stopped: 130
 
 
 def resolve_study(args) -> Study:
-    study = get_study(args.study)
-    if args.quick:
-        study = study.with_quick()
-    return study.with_overrides(parse_overrides(args.overrides))
+    return Request(args.study, tuple(args.overrides), quick=args.quick).resolve_study()
 
 
 def saved_study(saved: dict) -> Study:
@@ -82,8 +71,7 @@ def cmd_plan(args, argv=None) -> int:
     return 0
 
 
-def request_of(args, argv):
-    from orchestrator.sweeps import Request
+def request_of(args, argv) -> Request:
     return Request(args.study, tuple(args.overrides), quick=args.quick, resume=args.resume, out=args.out,
                    data_dir=args.data_dir, storage=args.storage, address=args.address,
                    cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,

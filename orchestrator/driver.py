@@ -58,7 +58,9 @@ def init_ray(opts: Options) -> bool:
                else logging.WARNING}
     logging.getLogger("ray.tune").setLevel(chatter["logging_level"])
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-        logging.getLogger(name).addFilter(TuneAdvice())
+        log = logging.getLogger(name)
+        if not any(isinstance(f, TuneAdvice) for f in log.filters):  # once, however many sweeps a process runs
+            log.addFilter(TuneAdvice())
     if ray.is_initialized():
         return False
     if opts.address:

@@ -21,56 +21,16 @@ import json
 import os
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.driver import run_study
 from orchestrator.experiment import Interrupted, Options, SweepError
 from orchestrator.report import DONE_FILE, SWEEP_FILE
-from search_spaces import get_study
+from orchestrator.request import Request
 from search_spaces.study import Study
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, resolve_data_dir
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a sweep is asked to do: the study, its overrides as typed (`key=value`), and
-    where and how it runs. sweep.json keeps study, quick and overrides: --resume runs them."""
-    study: str
-    overrides: tuple = ()            # ("repeats=2", "archs=mlp_1,cnn_3", ...)
-    quick: bool = False
-    resume: bool = False
-    out: str | None = None           # default runs/STUDY/TIMESTAMP[-quick]
-    data_dir: str | None = None      # else $ORCHESTRATOR_DATA, else ./data
-    storage: str | None = None       # a folder every node mounts, or a URI (clusters)
-    address: str | None = None       # None: a local Ray; "auto" or HOST:PORT: a cluster
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    num_cpus: int | None = None
-    num_gpus: float | None = None
-    max_failures: int = 2
-    repeats_per_trial: int = 1
-    verbose: int = 1                 # 0 quiet, 1 a progress line per stage, 2 Tune's table
-    argv: tuple = field(default=(), compare=False)  # the command line, for provenance
-
-    def overrides_dict(self) -> dict:
-        out = {}
-        for item in self.overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"expected key=value, got {item!r}")
-            out[key.strip()] = value
-        return out
-
-    def resolve_study(self) -> Study:
-        study = get_study(self.study)
-        if self.quick:
-            study = study.with_quick()
-        return study.with_overrides(self.overrides_dict())
-
-    def resume_command(self, out: Path) -> str:
-        return f"python -m orchestrator sweep {self.study} --resume --out {out}"
 
 
 @dataclass(frozen=True)

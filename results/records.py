@@ -45,7 +45,7 @@ from results.aggregate import RunRecord
 from results.io import atomic_path, write_json
 from results.stats import summarize
 from workloads import metrics as M
-from workloads.config import ConfigError
+from workloads.registry import ConfigError
 
 SCHEMA_VERSION = 1
 META_KEY = b"cifar_sweeps.records"
@@ -218,6 +218,10 @@ def read_index(folder: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
     _refuse_version(path, index.get("schema_version") if isinstance(index, dict) else None)
+    missing = [k for k in ("written", "stages") if k not in index]
+    if missing:
+        raise ConfigError(f"{path}: damaged (no {', '.join(missing)}); `sweep STUDY --resume --out {Path(folder)}` "
+                          f"writes the records again")
     return index
 
 
@@ -299,8 +303,7 @@ class RunFolder:
         self.failed, self.search = index.get("failed", []), index.get("search", {})
         self.runs = read_table(self.folder, RUNS_FILE, index["written"])[0].to_pandas()
         self.curves = read_table(self.folder, CURVES_FILE, index["written"])[0].to_pandas()
-        self.sweep, self.provenance = (json.loads(p.read_text()) if p.is_file() else None
-                                       for p in (self.folder / "sweep.json", self.folder / "provenance.json"))
+        self.sweep, self.provenance = (_json_or_none(self.folder / name) for name in ("sweep.json", "provenance.json"))
 
     def first_layers(self) -> dict[int, np.ndarray]:
         return first_layers(self.folder)
@@ -321,6 +324,16 @@ class RunFolder:
                             f"{name}_ci_high": s.ci_high if s else None})
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _json_or_none(path: Path):
+    """A JSON file's content; None where absent (an unfinished sweep has no provenance.json)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}: cannot be read ({e})") from e
 
 
 def load_run(folder) -> RunFolder:

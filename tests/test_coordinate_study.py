@@ -232,9 +232,9 @@ def small_study():
 
 @pytest.fixture
 def small(monkeypatch):
-    import orchestrator.cli
+    import orchestrator.request
     study = small_study()
-    monkeypatch.setattr(orchestrator.cli, "get_study", lambda name: study)
+    monkeypatch.setattr(orchestrator.request, "get_study", lambda name: study)  # where a request finds it
 
 
 def sweep(out, data_dir, *extra):

@@ -39,7 +39,8 @@ def test_a_quick_sweep_through_the_python_api(ray_local, data_dir, tmp_path):
     from orchestrator import load_run  # the records as a notebook reads them, without Ray
     loaded = load_run(out)
     assert sorted(loaded.runs["run"]) == ["cnn_3_r0", "cnn_3_r1", "mlp_1_r0", "mlp_1_r1"]
-    assert loaded.runs.set_index("run").loc["cnn_3_r1", "test_acc"] == records[3].test_acc
+    by_name = {f"{r.group}_r{r.repeat}": r for r in records}
+    assert loaded.runs.set_index("run").loc["cnn_3_r1", "test_acc"] == by_name["cnn_3_r1"].test_acc
     groups = loaded.groups.set_index("group")
     assert groups.loc["mlp_1", "test_acc_mean"] == pytest.approx(summary.loc["mlp_1", "test_acc_mean"], abs=1e-12)
     with pytest.raises(ConfigError, match="already holds a finished sweep"):
@@ -64,8 +65,10 @@ def test_ctrl_c_names_the_command_that_finishes_it(data_dir, tmp_path, hw2_sweep
     argv = [sys.executable, "-m", "orchestrator", "sweep", "hw2", "--quick", "--data-dir", str(data_dir),
             "--out", str(out), *[f"{k}={v}" for k, v in sizes.items()]]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it: Ray's and
+    # Tune's processes too.
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -74,7 +77,7 @@ def test_ctrl_c_names_the_command_that_finishes_it(data_dir, tmp_path, hw2_sweep
         assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
         time.sleep(0.2)
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     reader.join(timeout=10)
     err = "".join(lines)

@@ -24,7 +24,7 @@ from workloads import metrics as M
 from workloads.augment import AUGMENTATIONS, VIEWS
 from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
 from workloads.data import CLASSES, NORMALIZATIONS, TEST_IMAGES, TRAIN_IMAGES
-from workloads.models import ACTIVATIONS, ARCHS, INITS, build_model, check_fits, parse_spec
+from workloads.models import ACTIVATIONS, ARCHS, INITS, build_model, check_shapes, parse_spec
 from workloads.registry import ConfigError, split_list
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
@@ -181,7 +181,7 @@ class TrialConfig:
     def __post_init__(self):
         m = self.model
         try:  # a spec that shrinks the image to nothing: refused here, before anything runs
-            check_fits(m.arch, m.activation, self.data.in_shape, m.width, m.spec)
+            check_shapes(m.arch, m.activation, self.data.in_shape, m.width, m.spec)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         # A run with no record point would have no curves to report.

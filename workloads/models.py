@@ -244,7 +244,7 @@ def build_model(arch: str, activation: str = "relu", in_shape=(3, 32, 32), width
 
 
 @functools.lru_cache(maxsize=None)
-def check_fits(arch: str, activation: str, in_shape: tuple, width: float, spec: str) -> None:
+def check_shapes(arch: str, activation: str, in_shape: tuple, width: float, spec: str) -> None:
     """ValueError (with the layer) when the model cannot take `in_shape` (a feature map
     shrinks to nothing): built on the meta device, so no memory and a few ms, once per model."""
     with torch.device("meta"):
