@@ -61,7 +61,7 @@ from typing import Callable, Mapping, Sequence
 from ray.tune.search import Searcher
 
 from workloads import metrics as M
-from workloads.config import ConfigError
+from workloads.registry import ConfigError
 
 CURRENT = "current"  # the incumbent's label when no candidate of a step matches the current best
 MISSING = object()

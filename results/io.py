@@ -15,6 +15,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it: once, at import
@@ -61,6 +63,12 @@ def _fsync_dir(folder: Path) -> None:
 def write_pickle(path: Path, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(obj, f)
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """numpy arrays by name, compressed: np.load(path) reads them without pickle."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def write_json(path: Path, obj) -> None:

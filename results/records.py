@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from results.aggregate import RunRecord
-from results.io import atomic_path, write_json
+from results.io import atomic_path, write_json, write_npz
 from results.stats import summarize
 from workloads import metrics as M
 from workloads.registry import ConfigError
@@ -150,9 +150,8 @@ def write_records(folder: Path, results: dict, failed=(), search: dict | None = 
     rows = [r for recs in results.values() for r in recs]
     _write_parquet(folder / RUNS_FILE, runs_table(rows), written)
     _write_parquet(folder / CURVES_FILE, curves_table(rows), written)
-    with atomic_path(folder / FIRST_LAYER_FILE) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{str(i): np.asarray(r.first_layer) for i, r in enumerate(rows)
-                                  if r.first_layer is not None})
+    write_npz(folder / FIRST_LAYER_FILE, {str(i): np.asarray(r.first_layer) for i, r in enumerate(rows)
+                                          if r.first_layer is not None})
     write_json(folder / INDEX_FILE, {
         "schema_version": SCHEMA_VERSION, "written": written, "files": list(RECORD_FILES[:3]),
         "stages": [[stage, len(recs)] for stage, recs in results.items()],

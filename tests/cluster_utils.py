@@ -151,7 +151,7 @@ def reference(out: Path, data_dir: Path) -> Path:
                                      o.final[M.PARAMETERS], o.final[M.TRAIN_SECONDS], t.changes))
     finally:
         torch.set_num_threads(threads)
-    study.report({"train": records}, out, study)
+    study.report.resolve()({"train": records}, out, study, **dict(study.report.args))
     return out
 
 

@@ -106,9 +106,12 @@ def part3_sweep(ray_local, data_dir, tmp_path_factory):
 def hw2_sweep(ray_local, data_dir, tmp_path_factory):
     """hw2 --quick on 500 training images for 2 epochs (batch 1000: one step an epoch); lr=10 diverges
     (at step 5 of this subset of the 50,000; on 400 of them it happened not to within 2 epochs)."""
-    sizes = {**{k: SIZES[k] for k in ("test_subset", "train_eval_size")}, "epochs": 2, "train_subset": 500}
-    return finished_sweep(["sweep", "hw2", "--quick", "--data-dir", str(data_dir),
-                           *[f"{k}={v}" for k, v in sizes.items()]], tmp_path_factory.mktemp("sweeps") / "hw2")
+    return finished_sweep(["sweep", "hw2", "--quick", "--data-dir", str(data_dir), *HW2_SIZES],
+                          tmp_path_factory.mktemp("sweeps") / "hw2")
+
+
+HW2_SIZES = [f"{k}={v}" for k, v in {**{k: SIZES[k] for k in ("test_subset", "train_eval_size")},
+                                     "epochs": 2, "train_subset": 500}.items()]
 
 
 def pytest_collection_modifyitems(config, items):

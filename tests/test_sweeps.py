@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SIZES, TINY
+from conftest import HW2_SIZES, ROOT, TINY
 from orchestrator.report import DONE_FILE, SWEEP_FILE
 from workloads.config import ConfigError
 
@@ -59,11 +59,9 @@ def test_bad_requests_are_refused_before_anything_is_written(data_dir, tmp_path)
 
 def test_ctrl_c_names_the_command_that_finishes_it(data_dir, tmp_path, hw2_sweep):
     """hw2 --quick at the hw2_sweep fixture's sizes, SIGINT once its trials are running."""
-    sizes = {**{k: SIZES[k] for k in ("val_subset", "test_subset", "train_eval_size")},
-             "epochs": 2, "train_subset": 400}
     out, data_dir = tmp_path / "hw2", Path(data_dir).resolve()
     argv = [sys.executable, "-m", "orchestrator", "sweep", "hw2", "--quick", "--data-dir", str(data_dir),
-            "--out", str(out), *[f"{k}={v}" for k, v in sizes.items()]]
+            "--out", str(out), *HW2_SIZES]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it: Ray's and
     # Tune's processes too.
