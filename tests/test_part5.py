@@ -169,7 +169,7 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     train(TrialConfig().override({**base, "lr": 0.1, "epochs": 1}), tiny_data, CPU,
           report=lambda m, s: states.append(s))
     at_switch = states[-1]
-    assert at_switch["step"] == steps_per_epoch and at_switch["optimizer"]["state"]  # momentum buffers
+    assert at_switch.step == steps_per_epoch and at_switch.optimizer["state"]  # momentum buffers
     second = TrialConfig().override({**base, "lr": 0.01, "epochs": 2})
     continued = train(second, tiny_data, CPU, resume=at_switch)
     assert timeless(continued.records) == timeless(scheduled.records)

@@ -110,7 +110,7 @@ def test_resuming_a_pack_continues_exactly(tiny):
     cfgs = configs("cnn_3", SETTINGS["sgd"], checkpoint_every=2)  # a checkpoint at record 2 of 4
     saved = []
     whole = V.train_repeats(cfgs, tiny, CPU, report=lambda m, s: saved.append(s) if s and not saved else None)
-    assert [s[M.STEP] for s in saved[0]] == [10, 10] and len(saved[0][0]["records"]) == 2
+    assert [s.step for s in saved[0]] == [10, 10] and len(saved[0][0].records) == 2
     resumed = V.train_repeats(cfgs, tiny, CPU, resume=saved[0])
     for w, r in zip(whole, resumed):
         assert timeless(r.records) == timeless(w.records) and r.test_acc == w.test_acc
@@ -140,7 +140,7 @@ def test_a_repeat_that_diverges_stops_alone(tiny64, monkeypatch):
         return (torch.where(torch.arange(len(out)) == 1, float("nan"), out) if len(calls) >= 7 else out), logits
     monkeypatch.setattr(V.Stacked, "losses", poisoned)
     packed = V.train_repeats(cfgs, tiny64, CPU)
-    assert (packed[1].status, packed[1].final[M.DIVERGED_AT], [r[M.STEP] for r in packed[1].records]) == \
+    assert (packed[1].status, packed[1].final.diverged_at, [r[M.STEP] for r in packed[1].records]) == \
         (M.DIVERGED, 7, [5])
     assert [r[M.STEP] for r in packed[0].records] == [5, 10]
     assert packed[1].test_acc != packed[1].test_acc  # NaN: no test accuracy for a diverged run
@@ -153,14 +153,14 @@ def test_optimizer_state_slices_are_each_repeats_own(tiny):
     cfgs = configs("cnn_3", SETTINGS["adam"], epochs=1, record_every=10, checkpoint_every=1)
     states = []
     V.train_repeats(cfgs, tiny, CPU, report=lambda m, s: states.append(s) if s else None)
-    opt = states[0][0]["optimizer"]
+    opt = states[0][0].optimizer
     assert set(opt["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
-    assert opt["state"][0]["exp_avg"].shape == states[0][0]["model"]["0.weight"].shape
-    stacked = [torch.stack([s["model"][k] for s in states[0]]) for k in states[0][0]["model"]]
-    merged = V.stack_optimizer_states([s["optimizer"] for s in states[0]], stacked)
+    assert opt["state"][0]["exp_avg"].shape == states[0][0].model["0.weight"].shape
+    stacked = [torch.stack([s.model[k] for s in states[0]]) for k in states[0][0].model]
+    merged = V.stack_optimizer_states([s.optimizer for s in states[0]], stacked)
     for k, state in enumerate(states[0]):
         again = V.slice_optimizer_state(merged, stacked, k)
-        for i, entry in state["optimizer"]["state"].items():
+        for i, entry in state.optimizer["state"].items():
             assert all(torch.equal(again["state"][i][key], v) for key, v in entry.items())
 
 
