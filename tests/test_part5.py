@@ -4,6 +4,7 @@ quick sweep through real Ray Tune."""
 import json
 import pickle
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,7 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     # Resetting the optimizer at the switch gives another model: the comparison above can tell.
     model = build_model("mlp_2", in_shape=(1, 32, 32))
     fresh = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9).state_dict()
-    reset = train(second, tiny_data, CPU, resume={**at_switch, "optimizer": fresh})
+    reset = train(second, tiny_data, CPU, resume=replace(at_switch, optimizer=fresh))
     assert not torch.equal(reset.state_dict["1.weight"], scheduled.state_dict["1.weight"])
 
 
