@@ -18,8 +18,8 @@ def tiny(**extra) -> TrialConfig:
 
 @pytest.mark.parametrize("arch", ["mlp_2", "cnn_4"])
 def test_same_seed_same_curves(tiny_data, arch):
-    a = train(tiny(arch=arch), tiny_data, CPU)
-    b = train(tiny(arch=arch), tiny_data, CPU)
+    a = train(tiny(arch=arch, metrics="train_acc,val_acc,first_layer"), tiny_data, CPU)
+    b = train(tiny(arch=arch, metrics="train_acc,val_acc,first_layer"), tiny_data, CPU)
     assert timeless(a.records) == timeless(b.records) and a.test_acc == b.test_acc
     np.testing.assert_array_equal(a.first_layer, b.first_layer)
     c = train(tiny(arch=arch, seed=1), tiny_data, CPU)
@@ -28,7 +28,8 @@ def test_same_seed_same_curves(tiny_data, arch):
 
 def test_records_and_reports(tiny_data):
     reports = []
-    out = train(tiny(arch="cnn_3"), tiny_data, CPU, report=lambda m, s: reports.append((m, s)))
+    out = train(tiny(arch="cnn_3", metrics="train_acc,val_acc,first_layer"), tiny_data, CPU,
+                report=lambda m, s: reports.append((m, s)))
     # 500 images / batch 50 = 10 steps, a record every 5 steps.
     assert [r[M.STEP] for r in out.records] == [5, 10]
     assert [r[M.EPOCH] for r in out.records] == [0.5, 1.0]
@@ -40,7 +41,9 @@ def test_records_and_reports(tiny_data):
     final, state = reports[-1]
     assert final[M.TEST_ACC] == out.test_acc and final[M.DONE] == 1
     assert state.records == out.records  # the very dicts: time included
-    assert out.first_layer.shape == (16, 1, 3, 3)
+    assert out.first_layer.shape == (16, 1, 3, 3) and state.first_layer is out.first_layer
+    assert M.FIRST_LAYER not in out.records[-1]  # kept beside the final record, not in the curves
+    assert train(tiny(arch="cnn_3"), tiny_data, CPU).first_layer is None  # only when asked for
     assert set(out.state_dict) == {"0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias",
                                    "8.weight", "8.bias"}
 

@@ -11,6 +11,7 @@ is ~1e-7 per operation and grows through Adam's division by tiny second moments 
 percent-level differences in gradient norms, which vary with the CPU's kernels.)"""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,14 +34,14 @@ BASE = {**TINY, "epochs": 2, "record_every": 5}
 # float64 convolutions run without oneDNN, ~8x slower: 100 images in batches of 20 (5 steps an
 # epoch), which still crosses an epoch boundary and three record points.
 SMALL = {"train_subset": 100, "val_subset": 100, "test_subset": 100, "train_eval_size": 100, "batch_size": 20}
-GRAD = "train_acc,val_acc,grad_norm"
+GRAD = "train_acc,val_acc,grad_norm,first_layer"
 SETTINGS = {
     "adam": {"optimizer": "adam", "metrics": GRAD, "record_loss": "last"},  # part3's, plus part4's metric
     "sgd": {"optimizer": "sgd:momentum=0.9:nesterov=true", "lr": 0.05, "weight_decay": 1e-3,
             "lr_schedule": "1:0.01", "loss": "mse", "metrics": GRAD},
     "adamw": {"optimizer": "adamw", "weight_decay": 0.05, "scheduler": "cosine", "augment": "flip,crop",
               "decay_norm_and_bias": False,
-              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss,train_acc_end"},
+              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss,train_acc_end,first_layer"},
 }
 SEEDS = (0, 3)
 
@@ -84,6 +85,7 @@ def assert_same_run(alone, packed):
         assert packed.state_dict[key].shape == value.shape
         assert torch.allclose(packed.state_dict[key], value, rtol=1e-9, atol=1e-12), key
     assert packed.first_layer.shape == alone.first_layer.shape
+    assert np.allclose(packed.first_layer, alone.first_layer, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("arch", PART3)

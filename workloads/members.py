@@ -122,10 +122,13 @@ class Single:
     def load_optimizer(self, optimizer, states: Sequence[dict]) -> None:
         optimizer.load_state_dict(states[0])
 
-    def weights(self, k: int) -> tuple[dict, np.ndarray]:
-        """(state_dict on the CPU, first-layer weight) of model k."""
-        return ({n: v.detach().cpu() for n, v in self.model.state_dict().items()},
-                self.first.weight.detach().cpu().contiguous().numpy())
+    def weights(self, k: int) -> dict:
+        """Model k's state_dict on the CPU."""
+        return {n: v.detach().cpu() for n, v in self.model.state_dict().items()}
+
+    def first_weights(self, k: int) -> np.ndarray:
+        """Model k's first-layer weight (workloads.metrics.FIRST_LAYER)."""
+        return self.first.weight.detach().cpu().contiguous().numpy()
 
     def parameters(self) -> int:
         return count_parameters(self.model)

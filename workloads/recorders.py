@@ -10,6 +10,8 @@ Needs:
   SPLIT     an evaluation pass over a split (the metric's split and kind, workloads.metrics):
             accuracy and loss of one split come from the same pass
   GRADIENT  the first layer's gradient after the latest step
+  WEIGHTS   the trained model, when the run ends (a `final` metric: one array per model,
+            kept beside the final record: Checkpoint.first_layer, Outcome.first_layer)
 
 A new metric is its name and title in workloads/metrics.py and one entry here: the loop,
 the trainable, packing and collecting carry whatever a record holds.
@@ -21,7 +23,7 @@ from typing import Any, Callable
 
 from workloads import metrics as M
 
-LOSSES, CORRECT, SPLIT, GRADIENT = "losses", "correct", "split", "gradient"
+LOSSES, CORRECT, SPLIT, GRADIENT, WEIGHTS = "losses", "correct", "split", "gradient", "weights"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ RECORDERS = {
     M.TEST_ACC: Recorder(SPLIT),
     M.TEST_LOSS: Recorder(SPLIT),
     M.GRAD_NORM: Recorder(GRADIENT, lambda p: p.models.grad_norms().tolist()),
+    M.FIRST_LAYER: Recorder(WEIGHTS, lambda p: [p.models.first_weights(k) for k in range(p.models.k)]),
 }
 
 
@@ -80,3 +83,8 @@ def record_columns(names, point: Point, evaluate: Callable[[str, set], dict], sn
     columns[M.LR] = [lr] * K
     columns.update({n: RECORDERS[n].measure(point) for n in names if RECORDERS[n].needs == GRADIENT})
     return columns
+
+
+def final_columns(names, point: Point) -> dict:
+    """{metric: K values} of the `final` metrics of `names`, measured when the run ends."""
+    return {n: RECORDERS[n].measure(point) for n in names if RECORDERS[n].needs == WEIGHTS}

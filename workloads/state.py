@@ -86,7 +86,7 @@ class Checkpoint:
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["records"] = list(self.records)
-        for key in ("final", "first_layer"):  # absent before the end, as they always were
+        for key in ("final", "first_layer"):  # absent before the end (and first_layer unless asked for)
             if out[key] is None:
                 del out[key]
         if self.final is not None:

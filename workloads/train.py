@@ -39,7 +39,7 @@ from workloads.data import PreparedData
 from workloads.device import cuda_rng_state, set_cuda_rng_state, set_numerics
 from workloads.evaluation import EVAL_BATCH, DeviceData, eval_batch, evaluate_split
 from workloads.members import Accel, Single, fresh_compile_caches, memory_format, param_groups
-from workloads.recorders import CORRECT, Point, needs, record_columns
+from workloads.recorders import CORRECT, Point, final_columns, needs, record_columns
 from workloads.state import Checkpoint, FinalRecord, Outcome, as_checkpoint
 
 Report = Callable[[dict, Optional[Checkpoint]], None]
@@ -242,10 +242,13 @@ class Loop:
         x, y = self.data.split(split)
         return evaluate_split(self.models, x, y, self.views, self.eval_size, self.loss_fn, kinds, self.accel)
 
+    def point(self, batch_size: int) -> Point:
+        sums, rights = self.loss_sum.tolist(), self.correct.tolist()  # one host sync for every model
+        return Point(sums, rights, self.loss_count, batch_size, self.last_loss, self.tc.record_loss, self.models)
+
     def record(self, batch_size: int) -> None:
         """Append a record to every model still training; reset the running sums."""
-        sums, rights = self.loss_sum.tolist(), self.correct.tolist()  # one host sync for every model
-        point = Point(sums, rights, self.loss_count, batch_size, self.last_loss, self.tc.record_loss, self.models)
+        point = self.point(batch_size)
         columns = record_columns(self.wanted, point, self.evaluate, self.step in self.snapshots,
                                  self.step == self.last_record, self.optimizer.param_groups[0]["lr"])
         columns[M.TRAIN_SECONDS] = [self.seconds / self.k] * self.k  # each model's share of the training time
@@ -257,19 +260,21 @@ class Loop:
                 self.records[k].append({**self.position(), **{key: column[k] for key, column in columns.items()}})
 
     def finish(self, report: PackReport | None) -> list[Outcome]:
-        """The test pass of the models that did not diverge, each model's final record and
-        weights; the final report carries them in its checkpoints, for whoever collects them."""
+        """The test pass of the models that did not diverge, each model's final record, weights
+        and `final` metrics; the final report carries them in its checkpoints, for whoever
+        collects them."""
         K = self.k
         alive = [k for k in range(K) if self.diverged[k] is None]
         tests = self.evaluate("test", {"acc"})["acc"] if alive and self.tc.score_test else [float("nan")] * K
+        ends = final_columns(self.wanted, self.point(self.tc.batch_size))
+        firsts = ends.get(M.FIRST_LAYER, [None] * K)
         outcomes = []
         for k in range(K):
             status = M.FINISHED if self.diverged[k] is None else M.DIVERGED
             final = FinalRecord(dict(self.records[k][-1]) if self.records[k] else self.position(),
                                 tests[k] if status == M.FINISHED else float("nan"), status,
                                 self.seconds / K, self.models.parameters(), self.diverged[k])
-            weights, first = self.models.weights(k)
-            outcomes.append(Outcome(final.test_acc, self.records[k], weights, first, status, final))
+            outcomes.append(Outcome(final.test_acc, self.records[k], self.models.weights(k), firsts[k], status, final))
         if report is not None:
             report([o.final.to_dict() for o in outcomes],
                    [replace(state, final=o.final, first_layer=o.first_layer)

@@ -165,9 +165,11 @@ class Stacked:
     def load_optimizer(self, optimizer, states: Sequence[dict]) -> None:
         optimizer.load_state_dict(stack_optimizer_states([s for s in states], list(self.params.values())))
 
-    def weights(self, k: int) -> tuple[dict, np.ndarray]:
-        weights = {key: v.cpu() for key, v in self.state(k).items()}
-        return weights, weights[self.first_key].numpy().copy()
+    def weights(self, k: int) -> dict:
+        return {key: v.cpu() for key, v in self.state(k).items()}
+
+    def first_weights(self, k: int) -> np.ndarray:
+        return self.params[self.first_key][k].detach().cpu().numpy().copy()
 
     def parameters(self) -> int:
         return self.count
