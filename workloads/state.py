@@ -45,6 +45,7 @@ class FinalRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinalRecord":
+        """The dict's TRAIN_SECONDS is the run's: the last record's own is not in it."""
         own = (M.TEST_ACC, M.DONE, M.STATUS, M.TRAIN_SECONDS, M.PARAMETERS, M.DIVERGED_AT)
         return cls({k: v for k, v in d.items() if k not in own}, float(d[M.TEST_ACC]), d[M.STATUS],
                    float(d[M.TRAIN_SECONDS]), int(d[M.PARAMETERS]), d.get(M.DIVERGED_AT))
