@@ -39,7 +39,7 @@ from workloads.data import PreparedData
 from workloads.device import cuda_rng_state, set_cuda_rng_state, set_numerics
 from workloads.evaluation import EVAL_BATCH, DeviceData, eval_batch, evaluate_split
 from workloads.members import Accel, Single, fresh_compile_caches, memory_format, param_groups
-from workloads.recorders import CORRECT, Point, final_columns, needs, record_columns
+from workloads.recorders import CORRECT, WEIGHTS, Point, final_columns, needs, record_columns
 from workloads.state import Checkpoint, FinalRecord, Outcome, as_checkpoint
 
 Report = Callable[[dict, Optional[Checkpoint]], None]
@@ -266,7 +266,7 @@ class Loop:
         K = self.k
         alive = [k for k in range(K) if self.diverged[k] is None]
         tests = self.evaluate("test", {"acc"})["acc"] if alive and self.tc.score_test else [float("nan")] * K
-        ends = final_columns(self.wanted, self.point(self.tc.batch_size))
+        ends = final_columns(self.wanted, self.point(self.tc.batch_size)) if needs(self.wanted, WEIGHTS) else {}
         firsts = ends.get(M.FIRST_LAYER, [None] * K)
         outcomes = []
         for k in range(K):
