@@ -151,7 +151,7 @@ def reference(out: Path, data_dir: Path) -> Path:
                                      o.final.parameters, o.final.train_seconds, t.changes))
     finally:
         torch.set_num_threads(threads)
-    study.report.resolve()({"train": records}, out, study, **dict(study.report.args))  # as the driver calls it
+    study.report.resolve()({"train": records}, out, study, **dict(study.report.args))
     return out
 
 

@@ -202,8 +202,8 @@ def test_train_acc_on_the_whole_training_split(raw):
     assert data.train_eval_idx.tolist() == list(range(500))
     assert cfg.work()[1:] == (2, 2 * (500 + 200) + 200)
     d = DeviceData.from_prepared(data, CPU)
-    sample, _ = d.split("train_sample")  # made when first scored (DeviceData.split)
-    assert sample.data_ptr() == d.train_x.data_ptr() and len(sample) == 500
+    sample_x, _ = d.split("train_sample")
+    assert sample_x.data_ptr() == d.train_x.data_ptr() and len(sample_x) == 500
     out = train(cfg, d, CPU)
     model = cfg.model.build(cfg.data.in_shape)
     model.load_state_dict(out.state_dict)
