@@ -22,7 +22,8 @@ from search_spaces import get_study
 from workloads.augment import eval_transform
 from workloads.config import TrialConfig
 from workloads.data import load_cifar10, prepare
-from workloads.train import DeviceData, Single, eval_batch, evaluate_split, memory_format
+from workloads.evaluation import DeviceData, eval_batch, evaluate_split
+from workloads.members import Single, memory_format
 
 
 def pass_seconds(cfg: TrialConfig, x: torch.Tensor, y: torch.Tensor, records: int) -> float:

@@ -59,7 +59,8 @@ from search_spaces.hw2 import STUDY as HW2, TUTORIAL
 from search_spaces.study import Stage, Study
 from workloads.config import TrialConfig
 from workloads.data import load_cifar10, prepare, resolve_data_dir
-from workloads.train import DeviceData, train
+from workloads.evaluation import DeviceData
+from workloads.train import train
 from workloads.vectorized import Accel, can_vectorize, train_repeats
 
 FULL_STEPS_PER_RUN = 15 * 900   # the assignment: 15 epochs of 45,000 images in batches of 50

@@ -22,7 +22,9 @@ import torch
 from search_spaces import get_study
 from workloads import metrics as M
 from workloads.config import TrialConfig
-from workloads.train import DeviceData, Single, eval_batch, memory_format, train
+from workloads.evaluation import DeviceData, eval_batch
+from workloads.members import Single, memory_format
+from workloads.train import train
 
 
 def step_seconds(cfg: TrialConfig, steps: int) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import pandas as pd
 from results.aggregate import RunRecord, prefix_record
 from search_spaces.study import Run
 from workloads import metrics as M
+from workloads.state import Checkpoint
 
 
 def failure(result) -> str | None:
@@ -43,19 +44,19 @@ def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
     return records, failed
 
 
-def run_record(param: dict, meta: dict, wall_s: float, weights) -> RunRecord:
+def run_record(param: dict, meta: Checkpoint, wall_s: float, weights) -> RunRecord:
     """An ended run as aggregation sees it, from its Tune params and final checkpoint's
-    metadata (every record, also those from before a restore, the final metrics and
+    metadata (every record, also those from before a restore, the final record and
     first-layer weights). Its weights stay on disk: `weights()` loads them."""
     from orchestrator.trainable import trial_name
-    final = meta["final"]
+    final = meta.final
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
         config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
-        curves=pd.DataFrame(meta["records"]), test_acc=float(final[M.TEST_ACC]), wall_s=wall_s,
-        first_layer=meta["first_layer"], weights=weights, status=final[M.STATUS],
-        parameters=int(final[M.PARAMETERS]), train_seconds=float(final[M.TRAIN_SECONDS]),
-        diverged_at=final.get(M.DIVERGED_AT), run=trial_name(param))
+        curves=pd.DataFrame(meta.records), test_acc=final.test_acc, wall_s=wall_s,
+        first_layer=meta.first_layer, weights=weights, status=final.status,
+        parameters=final.parameters, train_seconds=final.train_seconds,
+        diverged_at=final.diverged_at, run=trial_name(param))
 
 
 def serve(record: RunRecord, run: Run) -> list[RunRecord]:

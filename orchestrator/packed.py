@@ -25,10 +25,11 @@ from orchestrator.trainable import (FINISHED, device_data, load_meta, load_state
                                     placement, run_trial,
                                     send, trial_config, trial_name)
 from workloads import metrics as M
+from workloads.state import Checkpoint
 from workloads.vectorized import train_repeats, why_not_vectorized
 
 PACK = "pack"          # a packed trial's param: the member trials' params, in repeat order
-REPEATS = "repeats"    # a packed checkpoint: the members' train()-format states, same order
+REPEATS = "repeats"    # a packed checkpoint: the members' Checkpoints (train()'s format), same order
 
 
 def pack_params(runs: list[dict], per_trial: int, log: bool = False) -> list[dict]:
@@ -79,17 +80,17 @@ def run_pack(config: dict, data: dict) -> None:
     cfgs = [trial_config(p) for p in members]
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     checkpoint = tune.get_checkpoint()
-    resume = load_state(checkpoint)[REPEATS] if checkpoint else None
+    resume = load_state(checkpoint, REPEATS) if checkpoint else None
     device = pick_device()
     d = device_data(data, cfgs[0].data, device)
     where = placement(device, d, resume[0] if resume else None, cfgs[0])
     repeats = [p["repeat"] for p in members]
 
-    def report(metrics: list[dict], states: list[dict] | None) -> None:
+    def report(metrics: list[dict], states: list[Checkpoint] | None) -> None:
         summary = pack_metrics(metrics, repeats)
         if M.DONE in summary:
             summary.update(where, **{FINISHED: time.time()})
-        send(summary, None if states is None else {REPEATS: states})
+        send(summary, states, REPEATS)
 
     train_repeats(cfgs, d, device, report=report, resume=resume)
 
@@ -109,7 +110,7 @@ def collect(grid) -> tuple[dict, list[str]]:
             failed.append(f"{trial_name(param)} (repeats {', '.join(str(p['repeat']) for p in members)}): "
                           f"{reason}")
             continue
-        metas = load_meta(result.checkpoint)[REPEATS]
+        metas = load_meta(result.checkpoint, REPEATS)
         # Each repeat's share of the pack's time, so that summed trial time stays true.
         wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
         for i, (p, meta) in enumerate(zip(members, metas)):

@@ -38,15 +38,16 @@ from ray import tune
 from workloads import metrics as M
 from workloads.config import FIELDS, DataConfig, TrialConfig
 from workloads.device import cuda_problem, gpu_devices, set_numerics, unusable_gpu
-from workloads.train import DeviceData, train
+from workloads.evaluation import DeviceData
+from workloads.state import Checkpoint
+from workloads.train import train
 
-# A checkpoint is two files: what the driver reads of a finished run (records, final
-# metrics, first-layer weights: kilobytes) apart from the weights and optimizer state
-# (ResNet-18: ~90 MB with SGD momentum), which only a resumed trial and the report's
-# best-run copy ever load.
+# A checkpoint is two files (workloads.state.Checkpoint.halves): what the driver reads of a
+# finished run (records, final metrics, first-layer weights: kilobytes) apart from the weights
+# and optimizer state (ResNet-18: ~90 MB with SGD momentum), which only a resumed trial and the
+# report's best-run copy ever load. A pack's files hold a list of each under one key.
 META_FILE = "meta.pt"
 STATE_FILE = "state.pt"
-HEAVY = ("model", "optimizer")
 
 # Where and how a trial runs: in every report, one trials.csv column each.
 NODE_ID = "node_id"
@@ -128,7 +129,7 @@ def nbytes(data) -> int:
 
 def held_bytes(data) -> int:
     """What a trial's data takes on its device at most: the arrays, and the training sample's
-    copy (train_acc's images), made when a record first scores it (workloads.train.DeviceData)."""
+    copy (train_acc's images), made when a record first scores it (workloads.evaluation.DeviceData)."""
     n = len(data.train_eval_idx)
     return nbytes(data) + n * (data.train_x[0].nbytes + data.train_y[0].nbytes)
 
@@ -139,20 +140,6 @@ def gpu_bytes(data) -> int:
     return held_bytes(data) + CUDA_CONTEXT_BYTES
 
 
-def split_state(state: dict) -> tuple[dict, dict]:
-    """(meta, heavy) halves of train()'s state dict, or of a pack's {key: [states]}."""
-    if all(isinstance(v, list) and v and isinstance(v[0], dict) for v in state.values()):  # a pack
-        halves = {k: [split_state(s) for s in v] for k, v in state.items()}
-        return {k: [m for m, _ in v] for k, v in halves.items()}, {k: [h for _, h in v] for k, v in halves.items()}
-    return ({k: v for k, v in state.items() if k not in HEAVY}, {k: v for k, v in state.items() if k in HEAVY})
-
-
-def join_state(meta: dict, heavy: dict) -> dict:
-    if all(isinstance(v, list) for v in meta.values()):
-        return {k: [{**m, **h} for m, h in zip(v, heavy[k])] for k, v in meta.items()}
-    return {**meta, **heavy}
-
-
 def load_file(checkpoint: tune.Checkpoint, name: str):
     """One file of a checkpoint, its tensors on the CPU. Read through the checkpoint's file
     system: as_directory() would download the whole checkpoint from S3 to read the metadata."""
@@ -160,14 +147,19 @@ def load_file(checkpoint: tune.Checkpoint, name: str):
         return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=False)
 
 
-def load_meta(checkpoint: tune.Checkpoint) -> dict:
-    """What the driver needs of a run: records, final metrics, first layer; no weights."""
-    return load_file(checkpoint, META_FILE)
+def load_meta(checkpoint: tune.Checkpoint, key: str | None = None) -> Checkpoint | list[Checkpoint]:
+    """What the driver needs of a run (a pack's runs under `key`): records, final record,
+    first layer; no weights."""
+    meta = load_file(checkpoint, META_FILE)
+    return [Checkpoint.from_halves(m) for m in meta[key]] if key else Checkpoint.from_halves(meta)
 
 
-def load_state(checkpoint: tune.Checkpoint) -> dict:
-    """The whole state, to resume from (train() moves it to its device)."""
-    return join_state(load_file(checkpoint, META_FILE), load_file(checkpoint, STATE_FILE))
+def load_state(checkpoint: tune.Checkpoint, key: str | None = None) -> Checkpoint | list[Checkpoint]:
+    """The whole state (a pack's under `key`), to resume from (train() moves it to its device)."""
+    meta, heavy = load_file(checkpoint, META_FILE), load_file(checkpoint, STATE_FILE)
+    if key:
+        return [Checkpoint.from_halves(m, h) for m, h in zip(meta[key], heavy[key])]
+    return Checkpoint.from_halves(meta, heavy)
 
 
 def load_weights(checkpoint: tune.Checkpoint, index: int | None = None, key: str = "") -> dict:
@@ -176,23 +168,28 @@ def load_weights(checkpoint: tune.Checkpoint, index: int | None = None, key: str
     return (heavy[key][index] if index is not None else heavy)["model"]
 
 
-def send(metrics: dict, state: dict | None) -> None:
+def send(metrics: dict, state: Checkpoint | list[Checkpoint] | None, key: str | None = None) -> None:
+    """Report to Tune, with a checkpoint if there is one (a pack's list of them under `key`)."""
     if state is None:
         tune.report(metrics)
         return
-    meta, heavy = split_state(state)
+    if key:
+        halves = [s.halves() for s in state]
+        meta, heavy = {key: [m for m, _ in halves]}, {key: [h for _, h in halves]}
+    else:
+        meta, heavy = state.halves()
     with tempfile.TemporaryDirectory() as folder:  # Tune copies it to storage before returning
         torch.save(meta, os.path.join(folder, META_FILE))
         torch.save(heavy, os.path.join(folder, STATE_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def placement(device: torch.device, data: DeviceData, resume: dict | None, cfg: TrialConfig) -> dict:
+def placement(device: torch.device, data: DeviceData, resume: Checkpoint | None, cfg: TrialConfig) -> dict:
     switches = set_numerics(cfg.train.precision, cfg.train.deterministic)  # as train() sets them
     return {NODE_ID: ray.get_runtime_context().get_node_id(),
             GPU_IDS: ",".join(str(i) for i in ray.get_gpu_ids()),
             VISIBLE: os.environ.get("CUDA_VISIBLE_DEVICES", ""), DEVICE: str(device),
-            STARTED: time.time(), RESUMED_FROM: resume["step"] if resume else 0,
+            STARTED: time.time(), RESUMED_FROM: resume.step if resume else 0,
             DATA_MB: held_bytes(data) / 2**20, NUMERICS: numerics_text(switches)}
 
 
@@ -235,7 +232,7 @@ def reporter(where: dict, fault: tuple | None):
     a test fault fires once, right after the report of its step."""
     pending = [fault]
 
-    def report(metrics: dict, state: dict | None) -> None:
+    def report(metrics: dict, state: Checkpoint | None) -> None:
         metrics.update(where)
         if M.DONE in metrics:
             metrics[FINISHED] = time.time()

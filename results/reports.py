@@ -63,6 +63,8 @@ def part3_report(results: dict, out: Path, study) -> dict:
         if a.best.weights is not None:  # None when re-reported from the saved records: the sweep's file stays
             # read from its checkpoint now; its config beside it, for `evaluate`
             save_weights(out / "best" / f"{name}.pt", a.best.state_dict(), a.best.config)
+        if a.best.first_layer is None:  # metrics= without first_layer: the runs did not keep it
+            continue
         plot_first_layer(a.best.first_layer, f"{name} (best of {a.n}, test {a.test_accs.max():.3f})",
                          out / f"weights_{name}.png")
         weights.append((out / f"weights_{name}.png",

@@ -29,12 +29,14 @@ ASSIGNMENT = (
 # pass over 45,000 images every 10 steps (docs/benchmarks.md). train_eval_size=5000 scores a
 # fixed sample instead; --quick scores a sample of 1,000.
 WHOLE_SPLIT = (("train_eval_size", 0),)
+# The report draws the best run's first-layer filters: each run keeps its first layer's weights.
+FIRST_LAYER = (("metrics", ",".join(M.DEFAULT + (M.FIRST_LAYER,))),)
 
 STUDY = Study(
     name="part3",
     description="mlp_1, mlp_2, cnn_3, cnn_4, cnn_5: Adam, 15 epochs, curves averaged over repeats",
     stages=(Stage("train", axes=(("arch", ARCH_NAMES),)),),
-    base=ASSIGNMENT + WHOLE_SPLIT,
+    base=ASSIGNMENT + WHOLE_SPLIT + FIRST_LAYER,
     repeats=10,
     quick=(("repeats", 2), ("epochs", 1), ("train_subset", 5000), ("val_subset", 1000),
            ("test_subset", 2000), ("train_eval_size", 1000), ("record_every", 20)),

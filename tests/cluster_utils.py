@@ -148,7 +148,7 @@ def reference(out: Path, data_dir: Path) -> Path:
             o = train(t.config, prepare(t.config.data, raw), torch.device("cpu"))
             records.append(RunRecord(t.stage, t.group, t.repeat, t.config.to_flat(), pd.DataFrame(o.records),
                                      o.test_acc, 0.0, o.first_layer, o.state_dict, o.status,
-                                     o.final[M.PARAMETERS], o.final[M.TRAIN_SECONDS], t.changes))
+                                     o.final.parameters, o.final.train_seconds, t.changes))
     finally:
         torch.set_num_threads(threads)
     study.report.resolve()({"train": records}, out, study, **dict(study.report.args))

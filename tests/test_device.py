@@ -80,7 +80,7 @@ def test_a_dropout_run_resumes_exactly_on_a_cpu(tiny_data):
     cfg = tiny(arch="drop", spec=DROPOUT, checkpoint_every=1)
     states = []
     full = train(cfg, tiny_data, CPU, report=lambda m, s: states.append(s))
-    assert states[0]["cuda_rng"] is None  # a CPU run has no GPU generator to save
+    assert states[0].cuda_rng is None  # a CPU run has no GPU generator to save
     resumed = train(cfg, tiny_data, CPU, resume=states[0])
     assert timeless(resumed.records) == timeless(full.records) and resumed.test_acc == full.test_acc
 
@@ -103,7 +103,7 @@ def test_a_dropout_run_resumes_exactly_on_a_gpu(tiny_data):
     cfg = tiny(arch="drop", spec=DROPOUT, checkpoint_every=1, deterministic=True)
     gpu, states = torch.device("cuda"), []
     full = train(cfg, tiny_data, gpu, report=lambda m, s: states.append(s))
-    assert states[0]["cuda_rng"].device.type == "cpu" and states[0]["perm"].device.type == "cpu"
+    assert states[0].cuda_rng.device.type == "cpu" and states[0].perm.device.type == "cpu"
     resumed = train(cfg, tiny_data, gpu, resume=states[0])
     assert timeless(resumed.records) == timeless(full.records) and resumed.test_acc == full.test_acc
 
@@ -117,12 +117,12 @@ def test_divergence_is_reported_at_its_first_step_however_seldom_it_is_read(tiny
     shows: its last record is the step before."""
     lr10 = {"arch": "mlp_1", "optimizer": "sgd:momentum=0.9", "lr": 10.0, "epochs": 3}
     exact = train(tiny(**lr10, record_every=1), tiny_data, CPU)
-    at = exact.final[M.DIVERGED_AT]
+    at = exact.final.diverged_at
     assert exact.status == M.DIVERGED and 2 <= at < 30
     assert [r[M.STEP] for r in exact.records] == list(range(1, at))
     assert all(np.isfinite(r[M.LOSS]) for r in exact.records)
     seldom = train(tiny(**lr10, record_every=30), tiny_data, CPU, accel=Accel(check_every=check_every))
-    assert seldom.status == M.DIVERGED and seldom.final[M.DIVERGED_AT] == at and seldom.records == []
+    assert seldom.status == M.DIVERGED and seldom.final.diverged_at == at and seldom.records == []
     with pytest.raises(ConfigError, match="check_every must be >= 0"):
         Accel(check_every=-1)
 
@@ -133,7 +133,7 @@ def test_a_gpu_reports_the_step_it_diverged_at_without_syncing_every_step(tiny_d
                deterministic=True)
     gpu = torch.device("cuda")
     every, seldom = (train(cfg, tiny_data, gpu, accel=Accel(check_every=c)) for c in (1, 0))
-    assert seldom.final[M.DIVERGED_AT] == every.final[M.DIVERGED_AT] < 30
+    assert seldom.final.diverged_at == every.final.diverged_at < 30
 
 
 # ----------------------------------------------- 7: compile, CUDA graphs, the sample

@@ -236,7 +236,7 @@ def test_the_grids_shared_prefixes_score_what_separate_runs_of_each_length_score
     data = prepare(run.config.data, raw)
     long = train(run.config, data, CPU)
     rec = RunRecord("part2", trials[-1].group, 0, run.config.to_flat(), pd.DataFrame(long.records), long.test_acc,
-                    1.0, status=long.status, train_seconds=long.final[M.TRAIN_SECONDS])
+                    1.0, status=long.status, train_seconds=long.final.train_seconds)
     served = {r.group: r for r in serve(rec, run)}
     assert sorted(served) == sorted(t.group for t in trials)
     for t in trials:

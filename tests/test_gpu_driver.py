@@ -13,7 +13,7 @@ from conftest import TINY
 from orchestrator import trainable
 from orchestrator.collect import collect
 from orchestrator.experiment import fitting
-from orchestrator.trainable import META_FILE, STATE_FILE, load_meta, load_state, split_state
+from orchestrator.trainable import META_FILE, STATE_FILE, load_meta, load_state
 from results.io import save_weights
 from workloads import device as D
 from workloads import metrics as M
@@ -51,7 +51,7 @@ def gpu_checkpoint(tiny_data, tmp_path):
     cfg = TrialConfig().override({**TINY, "arch": "cnn_3"})
     states = []
     out = train(cfg, tiny_data, CPU, report=lambda m, s: states.append(s))
-    meta, heavy = split_state(states[-1])
+    meta, heavy = states[-1].halves()
     torch.save(meta, tmp_path / META_FILE)
     torch.save(heavy, tmp_path / STATE_FILE)
     for name in (META_FILE, STATE_FILE):
@@ -82,8 +82,8 @@ def test_the_driver_collects_cuda_checkpoints_without_a_gpu(gpu_checkpoint, tmp_
 def test_a_cuda_checkpoint_resumes_on_the_device_it_is_given(gpu_checkpoint, tiny_data):
     param, folder, out = gpu_checkpoint
     state = load_state(tune.Checkpoint.from_directory(str(folder)))
-    assert state["perm"] is None or state["perm"].device == CPU
-    assert all(v.device == CPU for v in state["model"].values())
+    assert state.perm is None or state.perm.device == CPU
+    assert all(v.device == CPU for v in state.model.values())
 
 
 def test_metadata_is_read_without_downloading_the_checkpoint(gpu_checkpoint, monkeypatch):
@@ -94,7 +94,7 @@ def test_metadata_is_read_without_downloading_the_checkpoint(gpu_checkpoint, mon
         raise AssertionError("as_directory() downloads the whole checkpoint")
     monkeypatch.setattr(tune.Checkpoint, "as_directory", download)
     meta = load_meta(tune.Checkpoint.from_directory(str(folder)))
-    assert meta["records"] == out.records and "model" not in meta
+    assert meta.records == out.records and meta.model is None
 
 
 @pytest.mark.parametrize("share, trials", [(0.1, 10), (0.2, 5), (0.25, 4), (1 / 3, 3), (0.5, 2), (1.0, 1)])
@@ -174,7 +174,7 @@ def test_a_gpu_trial_saves_what_the_driver_reads_on_the_cpu(tiny_data, tmp_path)
     cfg = TrialConfig().override({**TINY, "arch": "cnn_3"})
     states = []
     train(cfg, tiny_data, torch.device("cuda"), report=lambda m, s: states.append(s))
-    meta, heavy = split_state(states[-1])
+    meta, heavy = states[-1].halves()
     buffer = io.BytesIO()
     torch.save(meta, buffer)
     assert b"cuda" not in buffer.getvalue()  # records, perm, random states: all on the CPU

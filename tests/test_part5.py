@@ -4,6 +4,7 @@ quick sweep through real Ray Tune."""
 import json
 import pickle
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     train(TrialConfig().override({**base, "lr": 0.1, "epochs": 1}), tiny_data, CPU,
           report=lambda m, s: states.append(s))
     at_switch = states[-1]
-    assert at_switch["step"] == steps_per_epoch and at_switch["optimizer"]["state"]  # momentum buffers
+    assert at_switch.step == steps_per_epoch and at_switch.optimizer["state"]  # momentum buffers
     second = TrialConfig().override({**base, "lr": 0.01, "epochs": 2})
     continued = train(second, tiny_data, CPU, resume=at_switch)
     assert timeless(continued.records) == timeless(scheduled.records)
@@ -179,7 +180,7 @@ def test_schedule_switches_at_exact_steps_and_keeps_state(tiny_data):
     # Resetting the optimizer at the switch gives another model: the comparison above can tell.
     model = build_model("mlp_2", in_shape=(1, 32, 32))
     fresh = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9).state_dict()
-    reset = train(second, tiny_data, CPU, resume={**at_switch, "optimizer": fresh})
+    reset = train(second, tiny_data, CPU, resume=replace(at_switch, optimizer=fresh))
     assert not torch.equal(reset.state_dict["1.weight"], scheduled.state_dict["1.weight"])
 
 

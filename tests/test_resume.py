@@ -18,7 +18,7 @@ from cluster_utils import (OVERRIDES, ROOT, SWEEP, TRIALS, assert_same_results, 
 from conftest import TINY, timeless
 from orchestrator.cli import main
 from orchestrator.experiment import Options, experiment_path, restorable
-from orchestrator.trainable import FAULT_ENV, META_FILE, STALLED, STATE_FILE, load_state, split_state
+from orchestrator.trainable import FAULT_ENV, META_FILE, STALLED, STATE_FILE, load_state
 from results.io import write_pickle
 from workloads.config import ConfigError, TrialConfig
 from workloads.train import train
@@ -65,7 +65,7 @@ def test_training_resumes_exactly_from_every_checkpoint_file(tiny_data, tmp_path
         if state is not None:
             folders.append(tmp_path / f"ckpt{len(folders)}")
             folders[-1].mkdir()
-            meta, heavy = split_state(state)  # the trainable's own two files
+            meta, heavy = state.halves()  # the trainable's own two files
             torch.save(meta, folders[-1] / META_FILE)
             torch.save(heavy, folders[-1] / STATE_FILE)
 

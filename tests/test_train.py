@@ -18,8 +18,8 @@ def tiny(**extra) -> TrialConfig:
 
 @pytest.mark.parametrize("arch", ["mlp_2", "cnn_4"])
 def test_same_seed_same_curves(tiny_data, arch):
-    a = train(tiny(arch=arch), tiny_data, CPU)
-    b = train(tiny(arch=arch), tiny_data, CPU)
+    a = train(tiny(arch=arch, metrics="train_acc,val_acc,first_layer"), tiny_data, CPU)
+    b = train(tiny(arch=arch, metrics="train_acc,val_acc,first_layer"), tiny_data, CPU)
     assert timeless(a.records) == timeless(b.records) and a.test_acc == b.test_acc
     np.testing.assert_array_equal(a.first_layer, b.first_layer)
     c = train(tiny(arch=arch, seed=1), tiny_data, CPU)
@@ -28,7 +28,8 @@ def test_same_seed_same_curves(tiny_data, arch):
 
 def test_records_and_reports(tiny_data):
     reports = []
-    out = train(tiny(arch="cnn_3"), tiny_data, CPU, report=lambda m, s: reports.append((m, s)))
+    out = train(tiny(arch="cnn_3", metrics="train_acc,val_acc,first_layer"), tiny_data, CPU,
+                report=lambda m, s: reports.append((m, s)))
     # 500 images / batch 50 = 10 steps, a record every 5 steps.
     assert [r[M.STEP] for r in out.records] == [5, 10]
     assert [r[M.EPOCH] for r in out.records] == [0.5, 1.0]
@@ -39,8 +40,10 @@ def test_records_and_reports(tiny_data):
     assert [s is not None for _, s in reports] == [False, True, True]
     final, state = reports[-1]
     assert final[M.TEST_ACC] == out.test_acc and final[M.DONE] == 1
-    assert state["records"] == out.records  # the very dicts: time included
-    assert out.first_layer.shape == (16, 1, 3, 3)
+    assert state.records == out.records  # the very dicts: time included
+    assert out.first_layer.shape == (16, 1, 3, 3) and state.first_layer is out.first_layer
+    assert M.FIRST_LAYER not in out.records[-1]  # kept beside the final record, not in the curves
+    assert train(tiny(arch="cnn_3"), tiny_data, CPU).first_layer is None  # only when asked for
     assert set(out.state_dict) == {"0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias",
                                    "8.weight", "8.bias"}
 
@@ -108,12 +111,12 @@ def test_a_diverging_run_stops_and_keeps_its_curves(tiny_data):
     out = train(tiny(arch="mlp_1", optimizer="sgd:momentum=0.9", lr=10.0, epochs=3, record_every=2),
                 tiny_data, CPU, report=lambda m, s: reports.append((m, s)))
     assert out.status == M.DIVERGED and out.test_acc != out.test_acc  # NaN: not scored
-    at = out.final[M.DIVERGED_AT]
+    at = out.final.diverged_at
     assert 1 <= at < 30 and all(r[M.STEP] < at for r in out.records)
     assert all(np.isfinite(r[M.LOSS]) for r in out.records)
     final, state = reports[-1]
-    assert final[M.STATUS] == M.DIVERGED and final[M.DONE] == 1 and state["final"] == final
-    assert state["step"] == at  # it stopped at the step that diverged, not at the end (30)
+    assert final[M.STATUS] == M.DIVERGED and final[M.DONE] == 1 and state.final.to_dict() == final
+    assert state.step == at  # it stopped at the step that diverged, not at the end (30)
 
 
 def test_test_accuracy_at_every_record_and_snapshots(tiny_data):
@@ -143,8 +146,8 @@ def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
     assert run.config.train.snapshot_epochs == (1, 2)
     long = train(run.config, tiny_data, CPU)
     record = RunRecord("grid", "e4", 0, run.config.to_flat(), pd.DataFrame(long.records), long.test_acc, 1.0,
-                       long.first_layer, long.state_dict, long.status, long.final[M.PARAMETERS],
-                       long.final[M.TRAIN_SECONDS])
+                       long.first_layer, long.state_dict, long.status, long.final.parameters,
+                       long.final.train_seconds)
     served = {r.group: r for r in serve(record, run)}
     for t in trials:
         alone = train(t.config, tiny_data, CPU)
@@ -168,7 +171,7 @@ def test_a_run_that_does_not_score_the_test_set_never_evaluates_it(tiny_data, mo
     blind = train(tiny(arch="mlp_1", score_test=False), tiny_data, CPU)
     blind_passes, passes[:] = list(passes), []
     full = train(tiny(arch="mlp_1"), tiny_data, CPU)
-    assert blind.test_acc != blind.test_acc and blind.final[M.TEST_ACC] != blind.final[M.TEST_ACC]
+    assert blind.test_acc != blind.test_acc and blind.final.test_acc != blind.final.test_acc
     assert blind.status == M.FINISHED and 0 <= full.test_acc <= 1
     assert passes == blind_passes + [{"acc"}]  # the same record passes, then the final test pass
     assert timeless(blind.records) == timeless(full.records)

@@ -11,6 +11,7 @@ is ~1e-7 per operation and grows through Adam's division by tiny second moments 
 percent-level differences in gradient norms, which vary with the CPU's kernels.)"""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,14 +34,14 @@ BASE = {**TINY, "epochs": 2, "record_every": 5}
 # float64 convolutions run without oneDNN, ~8x slower: 100 images in batches of 20 (5 steps an
 # epoch), which still crosses an epoch boundary and three record points.
 SMALL = {"train_subset": 100, "val_subset": 100, "test_subset": 100, "train_eval_size": 100, "batch_size": 20}
-GRAD = "train_acc,val_acc,grad_norm"
+GRAD = "train_acc,val_acc,grad_norm,first_layer"
 SETTINGS = {
     "adam": {"optimizer": "adam", "metrics": GRAD, "record_loss": "last"},  # part3's, plus part4's metric
     "sgd": {"optimizer": "sgd:momentum=0.9:nesterov=true", "lr": 0.05, "weight_decay": 1e-3,
             "lr_schedule": "1:0.01", "loss": "mse", "metrics": GRAD},
     "adamw": {"optimizer": "adamw", "weight_decay": 0.05, "scheduler": "cosine", "augment": "flip,crop",
               "decay_norm_and_bias": False,
-              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss,train_acc_end"},
+              "metrics": "train_acc_running,train_acc,val_acc,val_loss,test_acc,test_loss,train_acc_end,first_layer"},
 }
 SEEDS = (0, 3)
 
@@ -84,6 +85,7 @@ def assert_same_run(alone, packed):
         assert packed.state_dict[key].shape == value.shape
         assert torch.allclose(packed.state_dict[key], value, rtol=1e-9, atol=1e-12), key
     assert packed.first_layer.shape == alone.first_layer.shape
+    assert np.allclose(packed.first_layer, alone.first_layer, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("arch", PART3)
@@ -110,7 +112,7 @@ def test_resuming_a_pack_continues_exactly(tiny):
     cfgs = configs("cnn_3", SETTINGS["sgd"], checkpoint_every=2)  # a checkpoint at record 2 of 4
     saved = []
     whole = V.train_repeats(cfgs, tiny, CPU, report=lambda m, s: saved.append(s) if s and not saved else None)
-    assert [s[M.STEP] for s in saved[0]] == [10, 10] and len(saved[0][0]["records"]) == 2
+    assert [s.step for s in saved[0]] == [10, 10] and len(saved[0][0].records) == 2
     resumed = V.train_repeats(cfgs, tiny, CPU, resume=saved[0])
     for w, r in zip(whole, resumed):
         assert timeless(r.records) == timeless(w.records) and r.test_acc == w.test_acc
@@ -140,7 +142,7 @@ def test_a_repeat_that_diverges_stops_alone(tiny64, monkeypatch):
         return (torch.where(torch.arange(len(out)) == 1, float("nan"), out) if len(calls) >= 7 else out), logits
     monkeypatch.setattr(V.Stacked, "losses", poisoned)
     packed = V.train_repeats(cfgs, tiny64, CPU)
-    assert (packed[1].status, packed[1].final[M.DIVERGED_AT], [r[M.STEP] for r in packed[1].records]) == \
+    assert (packed[1].status, packed[1].final.diverged_at, [r[M.STEP] for r in packed[1].records]) == \
         (M.DIVERGED, 7, [5])
     assert [r[M.STEP] for r in packed[0].records] == [5, 10]
     assert packed[1].test_acc != packed[1].test_acc  # NaN: no test accuracy for a diverged run
@@ -153,14 +155,14 @@ def test_optimizer_state_slices_are_each_repeats_own(tiny):
     cfgs = configs("cnn_3", SETTINGS["adam"], epochs=1, record_every=10, checkpoint_every=1)
     states = []
     V.train_repeats(cfgs, tiny, CPU, report=lambda m, s: states.append(s) if s else None)
-    opt = states[0][0]["optimizer"]
+    opt = states[0][0].optimizer
     assert set(opt["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
-    assert opt["state"][0]["exp_avg"].shape == states[0][0]["model"]["0.weight"].shape
-    stacked = [torch.stack([s["model"][k] for s in states[0]]) for k in states[0][0]["model"]]
-    merged = V.stack_optimizer_states([s["optimizer"] for s in states[0]], stacked)
+    assert opt["state"][0]["exp_avg"].shape == states[0][0].model["0.weight"].shape
+    stacked = [torch.stack([s.model[k] for s in states[0]]) for k in states[0][0].model]
+    merged = V.stack_optimizer_states([s.optimizer for s in states[0]], stacked)
     for k, state in enumerate(states[0]):
         again = V.slice_optimizer_state(merged, stacked, k)
-        for i, entry in state["optimizer"]["state"].items():
+        for i, entry in state.optimizer["state"].items():
             assert all(torch.equal(again["state"][i][key], v) for key, v in entry.items())
 
 

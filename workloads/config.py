@@ -117,7 +117,7 @@ class TrainConfig:
     # Epochs (record points) at whose end a run also scores the test set, so that one
     # run serves as shorter runs too (a stage's shared prefixes; workloads.train).
     snapshot_epochs: tuple = ()
-    eval_batch_size: int = 0          # 0: sized for the device (workloads.train.eval_batch)
+    eval_batch_size: int = 0          # 0: sized for the device (workloads.evaluation.eval_batch)
     checkpoint_every: int = 1         # record points between checkpoints
     # False: the run never touches the test set (a search's trials, which choose on validation
     # data); its test accuracy is then absent (NaN), reported as "not scored".

@@ -11,7 +11,7 @@ Precision (TrainConfig.precision): "float32" is IEEE float32 everywhere. torch's
 default is not: cuDNN convolutions run in TF32 on Ampere and newer GPUs while matmuls do
 not, so a GPU's numbers would differ from a CPU's by more than rounding (TF32 keeps 10
 mantissa bits). "tf32" lets both use TF32 on GPUs that have it (a CPU ignores it);
-"bfloat16" autocasts forward passes (workloads.train.Accel).
+"bfloat16" autocasts forward passes (workloads.members.Accel).
 
 Flags are set through the legacy `allow_tf32` switches, not torch's newer `fp32_precision`
 API: in torch 2.14.1, setting cuDNN's new flag to "ieee" makes `torch.backends.cudnn.allow_tf32`

@@ -2,7 +2,9 @@
 Tune's metric, aggregation, plots, reports).
 
 A record point carries STEP, EPOCH, LR, LOSS and TRAIN_SECONDS, plus the
-metrics a run asks for (TrainConfig.metrics, checked against RECORDABLE).
+metrics a run asks for (TrainConfig.metrics, checked against RECORDABLE; how each is
+measured: workloads/recorders.py). A `final` metric (FIRST_LAYER) is measured once,
+when the run ends, and kept beside its final record rather than in its curves.
 Each evaluation split is scored only if some asked-for metric needs it, and
 accuracy and loss of a split come from the same pass.
 """
@@ -23,6 +25,7 @@ VAL_LOSS = "val_loss"           # eval-mode loss on the validation split
 TEST_ACC = "test_acc"           # test accuracy: at record points if asked, always once at the end
 TEST_LOSS = "test_loss"
 GRAD_NORM = "grad_norm"         # L2 norm of d(loss)/d(first layer weight), last step
+FIRST_LAYER = "first_layer"     # the first layer's weights at the end of the run (an array, not a curve)
 
 # In the final report of a run only.
 DONE = "done_training"          # 1 on the final report
@@ -41,6 +44,7 @@ class Metric:
     split: str | None = None     # the evaluation it needs, if any
     kind: str = ""               # "acc" or "loss" of that split
     at_end: bool = False         # scored at the run's last record point only (a costly pass)
+    final: bool = False          # measured once when the run ends, kept beside its final record
 
 
 RECORDABLE = {m.name: m for m in (
@@ -55,13 +59,14 @@ RECORDABLE = {m.name: m for m in (
     Metric(TEST_ACC, "test accuracy", "test", "acc"),
     Metric(TEST_LOSS, "test loss", "test", "loss"),
     Metric(GRAD_NORM, "first-layer gradient norm"),
+    Metric(FIRST_LAYER, "first-layer weights", final=True),  # part3's figures of the best run's filters
 )}
 NAMES = {(m.split, m.kind): name for name, m in RECORDABLE.items() if m.split and not m.at_end}  # -> name
 TITLES = {**{name: m.title for name, m in RECORDABLE.items()}, LR: "learning rate",
           TRAIN_SECONDS: "training seconds", EPOCH: "epoch", STEP: "step"}
 
 # Curves aggregation averages over repeats (whatever a run recorded of these).
-CURVES = tuple(RECORDABLE) + (LR, TRAIN_SECONDS, EPOCH)
+CURVES = tuple(name for name, m in RECORDABLE.items() if not m.final) + (LR, TRAIN_SECONDS, EPOCH)
 
 DEFAULT = (LOSS, TRAIN_ACC, VAL_ACC)
 

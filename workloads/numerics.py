@@ -118,7 +118,7 @@ def measure(case: ConvCase, seed: int = 0) -> tuple[dict, dict, dict, dict]:
     torch.manual_seed(seed)
     conv = conv2d(case.cin, case.cout, case.kernel, case.stride, case.padding, case.bias, case.groups)
     layout = torch.channels_last if case.channels_last else torch.contiguous_format
-    conv = conv.to(memory_format=layout)  # as workloads.train.memory_format lays it out
+    conv = conv.to(memory_format=layout)  # as workloads.members.memory_format lays it out
     x = torch.randn(case.batch, case.cin, *case.size).contiguous(memory_format=layout)
     x.requires_grad_()
     y = conv(x)

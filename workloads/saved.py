@@ -20,7 +20,8 @@ import torch
 from workloads.augment import eval_transform
 from workloads.config import ConfigError, TrialConfig
 from workloads.data import RawCifar, preprocess
-from workloads.train import Single, eval_batch, evaluate_split
+from workloads.evaluation import eval_batch, evaluate_split
+from workloads.members import Single
 
 
 def config_path(weights: Path) -> Path:

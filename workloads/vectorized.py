@@ -40,7 +40,10 @@ from workloads.components import OPTIMIZERS
 from workloads.config import ConfigError, TrialConfig
 from workloads.data import PreparedData
 from workloads.models import count_parameters, first_layer
-from workloads.train import Accel, DeviceData, Outcome, PackReport, fresh_compile_caches, memory_format, run
+from workloads.evaluation import DeviceData
+from workloads.members import Accel, fresh_compile_caches, memory_format
+from workloads.state import Checkpoint, Outcome
+from workloads.train import PackReport, run
 
 __all__ = ["Accel", "Stacked", "can_vectorize", "check_pack", "train_repeats", "why_not_vectorized"]
 # Layers whose forward pass carries state or randomness vmap would have to split per repeat.
@@ -79,7 +82,7 @@ def check_pack(cfgs: Sequence[TrialConfig]) -> None:
 
 class Stacked:
     """K copies of one architecture as stacked leaf tensors, called through vmap: the
-    training loop's K models (workloads.train.Single is the one-model case)."""
+    training loop's K models (workloads.members.Single is the one-model case)."""
 
     def __init__(self, cfgs: Sequence[TrialConfig], in_shape: tuple, device: torch.device,
                  dtype=torch.float32, vmap_eval: bool | None = None):
@@ -162,9 +165,11 @@ class Stacked:
     def load_optimizer(self, optimizer, states: Sequence[dict]) -> None:
         optimizer.load_state_dict(stack_optimizer_states([s for s in states], list(self.params.values())))
 
-    def weights(self, k: int) -> tuple[dict, np.ndarray]:
-        weights = {key: v.cpu() for key, v in self.state(k).items()}
-        return weights, weights[self.first_key].numpy().copy()
+    def weights(self, k: int) -> dict:
+        return {key: v.cpu() for key, v in self.state(k).items()}
+
+    def first_weights(self, k: int) -> np.ndarray:
+        return self.params[self.first_key][k].detach().cpu().numpy().copy()
 
     def parameters(self) -> int:
         return self.count
@@ -197,7 +202,7 @@ def stack_optimizer_states(states: Sequence[dict], stacked: Sequence[torch.Tenso
 
 
 def train_repeats(cfgs: Sequence[TrialConfig], data: PreparedData | DeviceData, device: torch.device,
-                  report: PackReport | None = None, resume: Sequence[dict] | None = None,
+                  report: PackReport | None = None, resume: Sequence[Checkpoint | dict] | None = None,
                   accel: Accel = Accel()) -> list[Outcome]:
     """Train the repeats `cfgs` (differing only in seed) as one stacked model."""
     check_pack(cfgs)
