@@ -129,18 +129,19 @@ def mlflow_callback(t: Tracker, out: Path, stage: str):
         """One MLflow run per trial, over optimizer steps; a resumed trial goes on in its run."""
 
         def log_trial_start(self, trial):
-            if trial not in self._trial_runs:
-                client = self.mlflow_util._get_client()
-                found = client.search_runs([self.mlflow_util.experiment_id],
-                                           filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
-                if found:
-                    client.update_run(found[0].info.run_id, status="RUNNING")
-                    self._trial_runs[trial] = found[0].info.run_id
-                else:
-                    run = self.mlflow_util.start_run(run_name=str(trial), tags={
-                        **self.tags, "trial_name": str(trial), "trial_id": trial.trial_id})
-                    self._trial_runs[trial] = run.info.run_id
-            self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=params(trial.config))
+            if trial in self._trial_runs:  # a retry in this driver: its run and params are there
+                return
+            client = self.mlflow_util._get_client()
+            found = client.search_runs([self.mlflow_util.experiment_id],
+                                       filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
+            if found:  # --resume: params as logged (a restored config has lists where tuples were)
+                client.update_run(found[0].info.run_id, status="RUNNING")
+                self._trial_runs[trial] = found[0].info.run_id
+                return
+            run = self.mlflow_util.start_run(run_name=str(trial), tags={
+                **self.tags, "trial_name": str(trial), "trial_id": trial.trial_id})
+            self._trial_runs[trial] = run.info.run_id
+            self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=params(trial.config))
 
     uri = t.target or os.environ.get("MLFLOW_TRACKING_URI") or (out.resolve() / "mlruns").as_uri()
     if uri.startswith("file:") or "://" not in uri:

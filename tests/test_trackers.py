@@ -21,6 +21,12 @@ needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                   reason="mlflow not installed: pip install 'cifar-sweeps[mlflow]'")
 
 
+@pytest.fixture(autouse=True)
+def mlflow_file_store(monkeypatch):
+    """MLflow 3 opens a file store only when asked (the sweep asks for the --log it was given)."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def one_line_error(capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
