@@ -12,7 +12,7 @@ from cluster_utils import OVERRIDES, base_env, private_ray_tmp, run_sweep, start
 from conftest import SAVED, TINY, finished_sweep
 from orchestrator import trackers
 from orchestrator.cli import main
-from orchestrator.packed import repeat_key
+from orchestrator.packed import pack_metrics, repeat_key
 from orchestrator.trainable import FAULT_ENV, STALLED
 from workloads import metrics as M
 
@@ -91,6 +91,25 @@ def test_bad_log_values_are_one_line_errors_before_anything_runs(capsys, tmp_pat
     one_line_error(capsys, base + ["--log", "mlflow:file:///tmp/m"],
                    "mlflow is not installed; pip install 'cifar-sweeps[mlflow]'")
     assert not out.exists()
+
+
+def test_reports_are_logged_at_their_optimizer_step_once():
+    record = {M.STEP: 20, M.EPOCH: 2.0, M.VAL_ACC: 0.5, M.TRAIN_SECONDS: 3.0}
+    final = {**record, M.TEST_ACC: 0.4, M.DONE: 1, M.TRAIN_SECONDS: 3.5}
+    assert trackers.at_optimizer_step(record, None) == {**record, "timesteps_total": 20}
+    # the final report repeats the last record: only what is new or changed, at that step
+    assert trackers.at_optimizer_step(final, record) == {M.TEST_ACC: 0.4, M.DONE: 1, M.TRAIN_SECONDS: 3.5,
+                                                         "timesteps_total": 20}
+    assert trackers.at_optimizer_step({"x": 1}, None) == {"x": 1}  # no step: Tune's own count
+
+
+def test_a_pack_reports_each_repeats_recorded_metrics():
+    metrics = [{M.STEP: 10, M.EPOCH: 1.0, M.VAL_ACC: 0.2, M.LOSS: 2.0, M.LR: 0.01},
+               {M.STEP: 10, M.EPOCH: 1.0, M.VAL_ACC: 0.4, M.LOSS: 1.0, M.LR: 0.01}]
+    out = pack_metrics(metrics, [4, 5])
+    assert out[M.VAL_ACC] == pytest.approx(0.3) and out[M.STEP] == 10  # the mean, as before
+    assert {k: v for k, v in out.items() if k.startswith("repeat_")} == {
+        "repeat_4/val_acc": 0.2, "repeat_4/train_loss": 2.0, "repeat_5/val_acc": 0.4, "repeat_5/train_loss": 1.0}
 
 
 @needs_mlflow
