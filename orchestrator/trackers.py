@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray.tune.logger import TBXLoggerCallback
-from ray.tune.result import TIMESTEPS_TOTAL
+from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 
 from orchestrator.packed import PACK
 from workloads import metrics as M
@@ -85,7 +85,7 @@ def wandb_key() -> str | None:
         return None
 
 
-def at_optimizer_step(result: dict, previous: dict | None) -> dict:
+def at_optimizer_step(result: dict, previous: dict | None, x_axis: str = TIMESTEPS_TOTAL) -> dict:
     """What a tracker logs of a report: at the optimizer step (Tune's loggers take TIMESTEPS_TOTAL,
     else the report's count, as their x axis), so that curves of runs with other record_every
     line up; less what the report before, at the same step, logged with the same value (a run's
@@ -95,16 +95,17 @@ def at_optimizer_step(result: dict, previous: dict | None) -> dict:
         return result
     if previous is not None and previous.get(M.STEP) == step:
         result = {k: v for k, v in result.items() if k not in previous or previous[k] != v}
-    return {**result, TIMESTEPS_TOTAL: step}
+    return {**result, x_axis: step}
 
 
 class OptimizerSteps:
     """A mixin for Tune's logger callbacks: each trial's reports through at_optimizer_step."""
+    x_axis = TIMESTEPS_TOTAL     # the key the logger takes its step from
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         previous = getattr(self, "_reported", {})
         self._reported = previous
-        super().log_trial_result(iteration, trial, at_optimizer_step(result, previous.get(trial)))
+        super().log_trial_result(iteration, trial, at_optimizer_step(result, previous.get(trial), self.x_axis))
         previous[trial] = result
 
 
@@ -165,11 +166,16 @@ def params(config: dict) -> dict:
 
 def wandb_callback(t: Tracker, out: Path, stage: str):
     from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class WandbLogger(OptimizerSteps, WandbLoggerCallback):
+        """W&B's step: the optimizer step (Tune's logger takes the report's count)."""
+        x_axis = TRAINING_ITERATION
+
     folder = out.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     # resume="allow": a trial that continues from its checkpoint goes on in its run (id: the trial's).
     # The driver's WANDB_MODE, passed on: W&B's logging actors run in Ray's worker processes,
     # whose environment is the one Ray started with.
     mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
-    return WandbLoggerCallback(project=t.target or PROJECT, group=f"{folder.name}/{stage}", dir=str(folder),
-                               resume="allow", **mode)
+    return WandbLogger(project=t.target or PROJECT, group=f"{folder.name}/{stage}", dir=str(folder),
+                       resume="allow", **mode)
