@@ -113,6 +113,22 @@ def test_a_pack_reports_each_repeats_recorded_metrics():
 
 
 @needs_mlflow
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_trackers_at_every_verbosity_and_progress_at_1_only(ray_local, tmp_path, verbose):
+    from orchestrator.experiment import Options, stage_tuner
+    from orchestrator.progress import Progress
+    from orchestrator.trainable import run_trial
+    opts = Options(out=tmp_path, data_dir=tmp_path, verbose=verbose,
+                   log=trackers.parse([f"mlflow:{(tmp_path / 'm').as_uri()}"]))
+    progress = Progress("[part3] train", {})
+    tuner = stage_tuner(run_trial, {}, opts, "train", columns={}, callbacks=[progress], resume_errored=False,
+                        param_space={"trial": {}})
+    made = tuner._local_tuner.get_run_config().callbacks
+    assert [type(c).__name__ for c in made] == (["Progress"] if verbose == 1 else []) + ["StepTBXLogger",
+                                                                                         "MLflowLogger"]
+
+
+@needs_mlflow
 def test_mlflow_run_per_trial_and_tensorboard_over_optimizer_steps(ray_local, data_dir, tmp_path):
     out, uri = tmp_path / "sweep", (tmp_path / "mlruns").as_uri()
     records = tiny_sweep(data_dir, out, "--log", f"mlflow:{uri}")
