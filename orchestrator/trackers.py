@@ -17,9 +17,11 @@ W&B: resumed by it).
 from __future__ import annotations
 
 import importlib.util
+import netrc
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
@@ -76,13 +78,16 @@ def parse(values) -> tuple[Tracker, ...]:
 
 
 def wandb_key() -> str | None:
-    import wandb
+    """W&B's key as its client finds one: WANDB_API_KEY, else `wandb login`'s entry in ~/.netrc
+    (read here: importing wandb to ask takes seconds)."""
     if os.environ.get("WANDB_API_KEY"):
         return os.environ["WANDB_API_KEY"]
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        return wandb.Api(timeout=5).api_key
-    except Exception:  # not logged in, or no network
+        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (OSError, netrc.NetrcParseError):  # no ~/.netrc
         return None
+    return entry[2] if entry else None
 
 
 def at_optimizer_step(result: dict, previous: dict | None, x_axis: str = TIMESTEPS_TOTAL) -> dict:
@@ -155,7 +160,6 @@ def mlflow_callback(t: Tracker, out: Path, stage: str):
 def params(config: dict) -> dict:
     """A trial's params for a tracker: a pack's members differ only in repeat and seed, and
     their list would pass MLflow's limit on a param's length."""
-    from orchestrator.packed import PACK
     trial = dict(config.get("trial", config))
     members = trial.pop(PACK, None)
     if members:

@@ -93,6 +93,17 @@ def test_bad_log_values_are_one_line_errors_before_anything_runs(capsys, tmp_pat
     assert not out.exists()
 
 
+def test_wandb_key_from_the_environment_or_netrc(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert trackers.wandb_key() is None  # no file
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password k1\n")
+    assert trackers.wandb_key() == "k1"
+    monkeypatch.setenv("WANDB_API_KEY", "k2")
+    assert trackers.wandb_key() == "k2"
+
+
 def test_reports_are_logged_at_their_optimizer_step_once():
     record = {M.STEP: 20, M.EPOCH: 2.0, M.VAL_ACC: 0.5, M.TRAIN_SECONDS: 3.0}
     final = {**record, M.TEST_ACC: 0.4, M.DONE: 1, M.TRAIN_SECONDS: 3.5}
