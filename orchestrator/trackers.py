@@ -106,11 +106,13 @@ def at_optimizer_step(result: dict, previous: dict | None, x_axis: str = TIMESTE
 class OptimizerSteps:
     """A mixin for Tune's logger callbacks: each trial's reports through at_optimizer_step."""
     x_axis = TIMESTEPS_TOTAL     # the key the logger takes its step from
+    dropped: tuple = ()          # keys the logger would log as metrics but are not
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         previous = getattr(self, "_reported", {})
         self._reported = previous
-        super().log_trial_result(iteration, trial, at_optimizer_step(result, previous.get(trial), self.x_axis))
+        logged = at_optimizer_step(result, previous.get(trial), self.x_axis)
+        super().log_trial_result(iteration, trial, {k: v for k, v in logged.items() if k not in self.dropped})
         previous[trial] = result
 
 
@@ -133,6 +135,7 @@ def mlflow_callback(t: Tracker, out: Path, stage: str):
 
     class MLflowLogger(OptimizerSteps, MLflowLoggerCallback):
         """One MLflow run per trial, over optimizer steps; a resumed trial goes on in its run."""
+        dropped = ("config",)  # its params, logged once: not a metric per report
 
         def log_trial_start(self, trial):
             if trial in self._trial_runs:  # a retry in this driver: its run and params are there

@@ -155,6 +155,7 @@ def test_mlflow_run_per_trial_and_tensorboard_over_optimizer_steps(ray_local, da
         steps = list(record.curves[M.STEP])
         assert len(steps) > 1 and steps != list(range(1, len(steps) + 1))  # steps, not report counts
         # every record, at its optimizer step, with the value the RunRecord keeps
+        assert not [k for k in history if k.startswith("config")]  # params, not metrics
         same_series(history[M.VAL_ACC], steps, record.curves[M.VAL_ACC])
         same_series(history[M.LOSS], steps, record.curves[M.LOSS])
         tb = tb_scalars(out / "train" / name)
