@@ -91,6 +91,11 @@ def test_bad_log_values_are_one_line_errors_before_anything_runs(capsys, tmp_pat
     one_line_error(capsys, base + ["--log", "mlflow:file:///tmp/m"],
                    "mlflow is not installed; pip install 'cifar-sweeps[mlflow]'")
     assert not out.exists()
+    # --resume logs as the sweep was started: another --log is refused
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"study": "part3", "quick": True, "overrides": [], "storage": None}))
+    monkeypatch.setattr(trackers.importlib.util, "find_spec", real)
+    one_line_error(capsys, base + ["--resume", "--log", "mlflow"], "this sweep was started with log [], not ['mlflow']")
 
 
 def test_wandb_key_from_the_environment_or_netrc(tmp_path, monkeypatch):
@@ -223,3 +228,4 @@ def test_resumed_sweep_logs_into_the_same_runs(data_dir, tmp_path):
     curves = load_run(out).curves.query(f"metric == '{M.VAL_ACC}' and run == 'mlp_1_r1'")
     # steps 15 was logged before Ctrl-C and again after the resume from step 10
     assert sorted({s for s, _ in runs["mlp_1_r1"][1][M.VAL_ACC]}) == sorted(curves["step"]) == [5, 10, 15, 20]
+    assert sorted({s for s, _ in tb_scalars(out / "train" / "mlp_1_r1")[M.VAL_ACC]}) == [5, 10, 15, 20]
