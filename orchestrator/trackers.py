@@ -137,6 +137,13 @@ def mlflow_callback(t: Tracker, out: Path, stage: str):
         """One MLflow run per trial, over optimizer steps; a resumed trial goes on in its run."""
         dropped = ("config",)  # its params, logged once: not a metric per report
 
+        def setup(self, *args, **kwargs):
+            # MLflow 3 refuses its file store unless asked: the store is what --log named. Here, not
+            # where the callback is made: a restored stage's callback comes from its tuner.pkl.
+            if self.tracking_uri.startswith("file:") or "://" not in self.tracking_uri:
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            super().setup(*args, **kwargs)
+
         def log_trial_start(self, trial):
             if trial in self._trial_runs:  # a retry in this driver: its run and params are there
                 return
@@ -153,9 +160,6 @@ def mlflow_callback(t: Tracker, out: Path, stage: str):
             self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=params(trial.config))
 
     uri = t.target or os.environ.get("MLFLOW_TRACKING_URI") or (out.resolve() / "mlruns").as_uri()
-    if uri.startswith("file:") or "://" not in uri:
-        # MLflow 3 refuses its file store unless asked: the store is what --log named
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MLflowLogger(tracking_uri=uri, experiment_name=out.resolve().name,
                         tags={"stage": stage, "sweep": str(out.resolve())})
 

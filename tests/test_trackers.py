@@ -207,9 +207,12 @@ def test_resumed_sweep_logs_into_the_same_runs(data_dir, tmp_path):
     overrides = [f"{k}={v}" for k, v in {**OVERRIDES, "archs": "mlp_1"}.items()]
     args = ["sweep", "part3", "--quick", "--quiet", *overrides, "--out", str(out), "--data-dir", str(data_dir),
             "--log", f"mlflow:{uri}"]
+    def env(ray_tmp, **extra):  # the sweep itself lets MLflow open its file store, resumed or not
+        return {k: v for k, v in base_env(ray_tmp, **extra).items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+
     with private_ray_tmp("tk") as ray_tmp:
         log = tmp_path / "sweep.log"
-        proc = start_sweep(args, base_env(ray_tmp, **{FAULT_ENV: "stall:mlp_1_r1@15"}), log)
+        proc = start_sweep(args, env(ray_tmp, **{FAULT_ENV: "stall:mlp_1_r1@15"}), log)
         try:
             wait_until(lambda: trial_states(out / "train").get("mlp_1_r1", {}).get(STALLED), 240,
                        "mlp_1_r1 stalled", proc, log)
@@ -220,7 +223,7 @@ def test_resumed_sweep_logs_into_the_same_runs(data_dir, tmp_path):
                 proc.kill()
         assert mlflow_runs(uri, out.name)["mlp_1_r1"][2] != "FINISHED"
         resume = ["sweep", "part3", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]
-        assert run_sweep(resume, base_env(ray_tmp), tmp_path / "resume.log") == 0, \
+        assert run_sweep(resume, env(ray_tmp), tmp_path / "resume.log") == 0, \
             (tmp_path / "resume.log").read_text()[-3000:]
     runs = mlflow_runs(uri, out.name)
     assert sorted(runs) == ["mlp_1_r0", "mlp_1_r1"] and {r[2] for r in runs.values()} == {"FINISHED"}
