@@ -68,6 +68,9 @@ def build_parser() -> Parser:
             s.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
             s.add_argument("--repeats-per-trial", type=int, default=1,
                            help="repeats of a group trained together as one vectorized model")
+            s.add_argument("--log", action="append", metavar="TRACKER[:TARGET]",
+                           help="also log to mlflow[:URI] (default OUT/mlruns) or wandb[:PROJECT]; "
+                                "repeatable; pip install 'cifar-sweeps[mlflow]' or '[wandb]'")
             s.add_argument("--resume", action="store_true",
                            help="finish the sweep in --out (default: the study's latest run)")
             s.add_argument("--quiet", action="store_true", help="no progress line")

@@ -76,7 +76,7 @@ def request_of(args, argv) -> Request:
                    data_dir=args.data_dir, storage=args.storage, address=args.address,
                    cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                    num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_failures=args.max_failures,
-                   repeats_per_trial=args.repeats_per_trial,
+                   repeats_per_trial=args.repeats_per_trial, log=tuple(args.log or ()),
                    verbose=0 if args.quiet else 2 if args.verbose else 1, argv=tuple(argv))
 
 

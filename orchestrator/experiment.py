@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.collect import failure
+from orchestrator.trackers import callbacks as tracker_callbacks
 from workloads.config import ConfigError
 
 TRIALS_FILE = "trials.csv"      # one row per trial: status, test accuracy, where it ran
@@ -71,6 +72,7 @@ class Options:
     # > 1: up to that many repeats of a group share a trial as one vectorized model
     # (orchestrator/packed.py); the RunRecords are the same either way.
     repeats_per_trial: int = 1
+    log: tuple = ()                 # orchestrator.trackers.Tracker: --log's trackers, at every verbosity
 
     def __post_init__(self):
         if self.cpus_per_trial <= 0 and self.gpus_per_trial <= 0:
@@ -146,7 +148,9 @@ def stage_tuner(trial_fn, data: dict, opts: Options, stage: str, *, columns: dic
     """The stage's Tuner: restored where --resume finds one (finished trials stay finished,
     the rest continue from their last checkpoint; errored ones again if `resume_errored`),
     else new: Tune's table of trials with -v (`columns`: metric -> heading), `callbacks` (the
-    project's progress lines) otherwise; `tune_config` (a grid's param_space too) as given."""
+    project's progress lines) otherwise; `tune_config` (a grid's param_space too) as given.
+    TensorBoard over optimizer steps and --log's trackers at every verbosity; a restored
+    stage has the callbacks Tune saved with it (its tuner.pkl), made from the same sweep.json."""
     from ray import tune
     path = experiment_path(opts, stage)
     trainable = tune.with_resources(tune.with_parameters(trial_fn, data=data),
@@ -165,5 +169,6 @@ def stage_tuner(trial_fn, data: dict, opts: Options, stage: str, *, columns: dic
             name=stage, storage_path=path.rsplit("/", 1)[0],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            progress_reporter=reporter, callbacks=callbacks if opts.verbose == 1 else [],
+            progress_reporter=reporter,
+            callbacks=(callbacks if opts.verbose == 1 else []) + tracker_callbacks(opts.log, opts.out, stage),
             verbose=1 if reporter else 0))

@@ -60,12 +60,20 @@ def test_acc_key(repeat: int) -> str:
     return f"{M.TEST_ACC}_r{repeat}"
 
 
+def repeat_key(repeat: int, metric: str) -> str:
+    return f"repeat_{repeat}/{metric}"
+
+
 def pack_metrics(metrics: list[dict], repeats: list[int]) -> dict:
-    """What Tune sees of a pack: the members' mean of every number, each one's test accuracy."""
+    """What Tune sees of a pack: the members' mean of every number, each one's test accuracy,
+    and each one's recorded metrics (repeat_key), for trackers to draw a series per repeat.
+    The RunRecords come from the checkpoints (collect), not from these."""
     shared = [key for key in metrics[0] if all(key in m for m in metrics)]
     out = {key: sum(m[key] for m in metrics) / len(metrics) for key in shared
            if isinstance(metrics[0][key], (int, float))}
     out[M.STEP] = max(m[M.STEP] for m in metrics)
+    out.update({repeat_key(r, key): value for r, m in zip(repeats, metrics) for key, value in m.items()
+                if key in M.RECORDABLE and isinstance(value, (int, float))})
     if M.DONE in metrics[0]:
         out.update({test_acc_key(r): m[M.TEST_ACC] for r, m in zip(repeats, metrics)})
     return out

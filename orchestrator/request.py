@@ -17,7 +17,7 @@ from workloads.registry import ConfigError
 @dataclass(frozen=True)
 class Request:
     """What a sweep is asked to do: the study, its overrides as typed (`key=value`), and
-    where and how it runs. sweep.json keeps study, quick and overrides: --resume runs them."""
+    where and how it runs. sweep.json keeps study, quick, overrides and log: --resume runs them."""
     study: str
     overrides: tuple = ()            # ("repeats=2", "archs=mlp_1,cnn_3", ...)
     quick: bool = False
@@ -32,6 +32,7 @@ class Request:
     num_gpus: float | None = None
     max_failures: int = 2
     repeats_per_trial: int = 1
+    log: tuple = ()                  # --log: ("mlflow", "wandb:PROJECT", ...), orchestrator/trackers.py
     verbose: int = 1                 # 0 quiet, 1 a progress line per stage, 2 Tune's table
     argv: tuple = field(default=(), compare=False)  # the command line, for provenance
 

@@ -28,6 +28,7 @@ from orchestrator.driver import run_study
 from orchestrator.experiment import Interrupted, Options, SweepError
 from orchestrator.report import DONE_FILE, SWEEP_FILE
 from orchestrator.request import Request
+from orchestrator.trackers import parse as parse_trackers
 from search_spaces.study import Study
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, resolve_data_dir
@@ -65,11 +66,12 @@ def run(request: Request) -> FinishedSweep:
     if saved:
         request = with_saved(request, saved)
     study = request.resolve_study()
+    trackers = parse_trackers(request.log)  # unknown or not installed: one line, before Ray starts
     opts = Options(out=out, data_dir=resolve_data_dir(request.data_dir), storage=resolve_storage(request.storage),
                    address=request.address, cpus_per_trial=request.cpus_per_trial,
                    gpus_per_trial=request.gpus_per_trial, num_cpus=request.num_cpus, num_gpus=request.num_gpus,
                    max_failures=request.max_failures, repeats_per_trial=request.repeats_per_trial,
-                   resume=request.resume, verbose=request.verbose)
+                   resume=request.resume, verbose=request.verbose, log=trackers)
     check_address(opts.address)
     raw = load_cifar10(opts.data_dir)  # missing or corrupt data: one line, before anything is written
     created = not out.exists()
@@ -77,7 +79,8 @@ def run(request: Request) -> FinishedSweep:
         if not saved:
             from results.io import write_json
             write_json(out / SWEEP_FILE, {"study": request.study, "quick": request.quick,
-                                          "overrides": list(request.overrides), "storage": opts.storage})
+                                          "overrides": list(request.overrides), "storage": opts.storage,
+                                          "log": [t.spec for t in trackers]})
         try:
             summary = run_study(study, opts, list(request.argv), raw=raw)
         except ConfigError:  # refused before any trial ran (cluster, resources, storage)
@@ -141,16 +144,17 @@ def with_saved(request: Request, saved: dict) -> Request:
     """A resumed sweep runs what was first asked for; a request that asks for something
     else is refused rather than silently mixed in."""
     asked = {"study": request.study, "overrides": request.overrides_dict(),
-             "storage": resolve_storage(request.storage)}
+             "storage": resolve_storage(request.storage), "log": [t.spec for t in parse_trackers(request.log)]}
     first = {"study": saved["study"], "overrides": Request(saved["study"], tuple(saved["overrides"])).overrides_dict(),
-             "storage": saved.get("storage")}
+             "storage": saved.get("storage"), "log": saved.get("log", [])}
     for key in asked:
         if asked[key] and asked[key] != first[key]:
             raise ConfigError(f"--resume: this sweep was started with {key} {first[key]!r}, "
                               f"not {asked[key]!r}; leave it out to finish the sweep as started")
     if request.quick and not saved["quick"]:
         raise ConfigError("--resume: this sweep was started without --quick")
-    return replace(request, quick=saved["quick"], overrides=tuple(saved["overrides"]), storage=first["storage"])
+    return replace(request, quick=saved["quick"], overrides=tuple(saved["overrides"]), storage=first["storage"],
+                   log=tuple(first["log"]))
 
 
 def resolve_storage(value: str | None) -> str | None:
