@@ -114,8 +114,11 @@ def curve_stats(curves: Sequence[pd.DataFrame], metric: str, steps=None) -> tupl
     return steps, mean, std, count
 
 
-def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES,
-                    select: str = M.TEST_ACC) -> GroupAggregate:
+def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES, *,
+                    select: str) -> GroupAggregate:
+    """`select`: the metric that picks the group's best run (a study's `select`: validation
+    accuracy unless its assignment says otherwise); required, so that no caller chooses on
+    the test set by default."""
     runs = tuple(sorted(runs, key=lambda r: r.repeat))
     present = [m for m in metrics if any(m in r.curves and r.curves[m].notna().any() for r in runs)]
     # Every metric on the same steps; a sparse one (test snapshots) is NaN, count 0, between its points.
@@ -134,13 +137,13 @@ def aggregate_group(group: str, runs: Sequence[RunRecord], metrics=M.CURVES,
     return GroupAggregate(group, steps, mean, std, count, len(finished), accs, runs, best, select)
 
 
-def aggregate_groups(records: Sequence[RunRecord], metrics=M.CURVES,
-                     select: str = M.TEST_ACC) -> dict[str, GroupAggregate]:
+def aggregate_groups(records: Sequence[RunRecord], metrics=M.CURVES, *,
+                     select: str) -> dict[str, GroupAggregate]:
     """Group records by their group label, keeping the order groups first appear in."""
     by_group: dict[str, list] = {}
     for r in records:
         by_group.setdefault(r.group, []).append(r)
-    return {g: aggregate_group(g, runs, metrics, select) for g, runs in by_group.items()}
+    return {g: aggregate_group(g, runs, metrics, select=select) for g, runs in by_group.items()}
 
 
 def summary_table(aggs: dict[str, GroupAggregate], extra: dict[str, dict] | None = None) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def part5_report(results: dict, out: Path, study) -> dict:
 
     The plateaus the study derived its schedules from (results.plateau.first_plateau and
     second_plateau, read again from the same records) are drawn and written to switches.json."""
-    rates = aggregate_groups(results["rates"], M.CURVES, study.select)
+    rates = aggregate_groups(results["rates"], M.CURVES, select=study.select)
     rates = dict(sorted(rates.items(), key=lambda kv: -float(kv[1].runs[0].config["lr"])))
     arch = next(iter(rates.values())).runs[0].config["arch"]
     record = {"name": arch}
@@ -158,7 +158,7 @@ def part5_report(results: dict, out: Path, study) -> dict:
     plot_comparison(labelled, [M.LOSS, M.VAL_ACC], out / f"part5_{arch}_rates.png",
                     title=f"part5 {arch}: SGD at constant rates")
 
-    later = {name: aggregate_groups(results[name], M.CURVES, study.select)
+    later = {name: aggregate_groups(results[name], M.CURVES, select=study.select)
              for name in ("one_switch", "two_switches", "adam")}
     one, two, adam = (next(iter(later[n].values())) for n in ("one_switch", "two_switches", "adam"))
     (e1, _), (e2, _) = two.runs[0].config["lr_schedule"]

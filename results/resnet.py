@@ -85,7 +85,7 @@ def final_table(records: list) -> pd.DataFrame:
         rows.append(final_row(f"r{r.repeat}", c.get(M.EPOCH, []), c.get(M.VAL_ACC, []), r.final(M.TRAIN_ACC_END),
                               r.final(M.TRAIN_ACC_RUNNING), r.test_acc))
     if len(records) > 1:
-        a = next(iter(aggregate_groups(records, metrics=(M.VAL_ACC, M.EPOCH)).values()))
+        a = next(iter(aggregate_groups(records, metrics=(M.VAL_ACC, M.EPOCH), select=M.VAL_ACC).values()))
         full = a.count[M.VAL_ACC] == len(records)  # the points every repeat reached
         rows.append(final_row(f"mean of {len(records)}", a.mean[M.EPOCH][full], a.mean[M.VAL_ACC][full],
                               *(float(np.nanmean([row[k] for row in rows]))

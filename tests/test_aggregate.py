@@ -19,7 +19,7 @@ def run(group, repeat, losses, test_acc, wall=1.0):
 def test_mean_std_and_best():
     records = [run("a", 0, [3.0, 2.0, 1.0], 0.5), run("a", 1, [1.0, 2.0, 5.0], 0.7, wall=3.0),
                run("a", 2, [2.0, 2.0, 3.0], 0.7), run("b", 0, [4.0, 4.0, 4.0], 0.1)]
-    aggs = aggregate_groups(records)
+    aggs = aggregate_groups(records, select=M.TEST_ACC)
     a = aggs["a"]
     np.testing.assert_array_equal(a.steps, [10, 20, 30])
     np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 2.0, 3.0])
@@ -45,7 +45,7 @@ def test_resumed_duplicates_and_ragged_runs():
     dup = run("a", 0, [3.0, 2.0, 1.0], 0.5)
     dup = dup.__class__(**{**dup.__dict__, "curves": pd.concat([dup.curves, dup.curves.iloc[[1]]])})
     short = replace(run("a", 1, [1.0, 4.0], float("nan")), status=M.DIVERGED, diverged_at=25)
-    a = aggregate_groups([dup, short])["a"]
+    a = aggregate_groups([dup, short], select=M.TEST_ACC)["a"]
     np.testing.assert_array_equal(a.steps, [10, 20, 30])
     np.testing.assert_allclose(a.mean[M.LOSS], [2.0, 3.0, 1.0])
     np.testing.assert_array_equal(a.count[M.LOSS], [2, 2, 1])
@@ -59,7 +59,7 @@ def test_resumed_duplicates_and_ragged_runs():
 def test_a_group_whose_runs_all_diverged_has_no_mean_not_nan():
     gone = [replace(run("a", r, [2.0, float("nan")], float("nan")), status=M.DIVERGED, diverged_at=15)
             for r in range(2)]
-    a = aggregate_groups(gone)["a"]
+    a = aggregate_groups(gone, select=M.TEST_ACC)["a"]
     assert a.n == 0 and a.test_mean is None and a.best is None
     row = summary_table({"a": a}).iloc[0]
     assert row["test_acc_mean"] is None or pd.isna(row["test_acc_mean"])
@@ -67,7 +67,7 @@ def test_a_group_whose_runs_all_diverged_has_no_mean_not_nan():
 
 
 def test_curves_table_long_format():
-    aggs = aggregate_groups([run("a", 0, [3.0, 2.0], 0.5), run("a", 1, [1.0, 2.0], 0.6)])
+    aggs = aggregate_groups([run("a", 0, [3.0, 2.0], 0.5), run("a", 1, [1.0, 2.0], 0.6)], select=M.TEST_ACC)
     table = curves_table(aggs)
     loss = table[table.metric == M.LOSS]
     assert loss[M.STEP].tolist() == [10, 20] and loss["mean"].tolist() == [2.0, 2.0]

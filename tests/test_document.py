@@ -116,7 +116,7 @@ def test_reference_by_setting_pairs_groups_that_differ_only_there():
     records = [record(f"{arch}_{act}", r, 0.3 + r / 10, study, arch=arch, activation=act)
                for arch in ("cnn_3", "mlp_2") for act in ("relu", "sigmoid") for r in (0, 1)]
     records = [r for r in records if r.group != "mlp_2_relu"]   # an unpaired sigmoid group is left out
-    aggs = aggregate_groups(records)
+    aggs = aggregate_groups(records, select=M.TEST_ACC)
     pairs, how = reference_pairs(aggs, study.reference)
     assert pairs == {"cnn_3_sigmoid": "cnn_3_relu"} and "activation=relu and otherwise the same" in how
     assert reference_pairs(aggs, "")[1] == "the study names no reference: every group against the first, cnn_3_relu"
@@ -124,8 +124,8 @@ def test_reference_by_setting_pairs_groups_that_differ_only_there():
 
 
 def test_between_runs_and_groups_in_one_run_only():
-    aggs_a = aggregate_groups(RECORDS)
-    aggs_b = aggregate_groups([r for r in RECORDS if r.group != "cnn_4"])
+    aggs_a = aggregate_groups(RECORDS, select=M.TEST_ACC)
+    aggs_b = aggregate_groups([r for r in RECORDS if r.group != "cnn_4"], select=M.TEST_ACC)
     rows, only_a, only_b = between_runs(aggs_a, aggs_b)
     assert [r.variant for r in rows] == ["mlp_1", "cnn_3"] and (only_a, only_b) == (["cnn_4"], [])
     assert all(r.comparison.diff == 0 and r.comparison.p == pytest.approx(1.0) for r in rows)

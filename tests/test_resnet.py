@@ -143,7 +143,7 @@ def curve(group, lr, losses, repeat=0, arch="vgg_a"):
 
 def test_the_landscape_band_is_the_lowest_and_highest_mean_loss_over_rates():
     aggs = aggregate_groups([curve("a", 1e-3, [2.0, 1.5, 1.0]), curve("a", 1e-3, [2.2, 1.7, 1.2], repeat=1),
-                             curve("b", 1e-4, [2.3, 2.0, 1.8]), curve("c", 2e-3, [2.5, 1.0])])  # c stopped early
+                             curve("b", 1e-4, [2.3, 2.0, 1.8]), curve("c", 2e-3, [2.5, 1.0])], select=M.TEST_ACC)  # c stopped early
     steps, low, high = loss_band(list(aggs.values()))
     np.testing.assert_array_equal(steps, [1, 2, 3])
     np.testing.assert_allclose(low, [2.1, 1.0, 1.1])   # a's mean is 2.1, 1.6, 1.1

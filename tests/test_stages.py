@@ -120,7 +120,7 @@ def test_a_generic_stage_picks_from_aggregated_results():
     """Not part5: a coordinate-search style stage that takes the learning rate
     whose *mean* test accuracy over repeats was best (not the best single run)."""
     def best_lr(earlier):
-        aggs = aggregate_groups(earlier["scan"])
+        aggs = aggregate_groups(earlier["scan"], select=M.TEST_ACC)
         best = max(aggs.values(), key=lambda a: a.test_mean)
         return {"lr": best.runs[0].config["lr"], "batch_size": [25, 100]}
 
