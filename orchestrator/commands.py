@@ -4,7 +4,6 @@ input raises ConfigError or DataError (one line, exit code 2, from cli.main).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
@@ -25,8 +24,7 @@ def resolve_study(args) -> Study:
 
 def saved_study(saved: dict) -> Study:
     """The study a sweep ran, from its sweep.json."""
-    return resolve_study(argparse.Namespace(study=saved["study"], quick=saved["quick"],
-                                            overrides=saved["overrides"]))
+    return Request(saved["study"], tuple(saved["overrides"]), quick=saved["quick"]).resolve_study()
 
 
 def plan_lines(study: Study) -> list[str]:

@@ -3,7 +3,7 @@
     from orchestrator import sweep
     run = sweep("part3", {"repeats": 2, "archs": ["mlp_1", "cnn_3"]}, quick=True,
                 data_dir="../shared/data", out="runs/part3/mine")
-    run.folder, run.results["part3"][0].test_acc
+    run.folder, run.results["train"][0].test_acc     # results by stage: part3's is "train"
     print("\\n".join(run.closing_lines()))
 
 Everything a sweep owns lives here: its folder (runs/STUDY/TIMESTAMP unless `out`), the
@@ -29,6 +29,9 @@ from orchestrator.experiment import Interrupted, Options, SweepError
 from orchestrator.report import DONE_FILE, SWEEP_FILE
 from orchestrator.request import Request
 from orchestrator.trackers import parse as parse_trackers
+from results.aggregate import aggregate_groups
+from results.document import compact_table, distinct_runs, unscored
+from results.io import write_json
 from search_spaces.study import Study
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, resolve_data_dir
@@ -77,7 +80,6 @@ def run(request: Request) -> FinishedSweep:
     created = not out.exists()
     with sweep_lock(out):
         if not saved:
-            from results.io import write_json
             write_json(out / SWEEP_FILE, {"study": request.study, "quick": request.quick,
                                           "overrides": list(request.overrides), "storage": opts.storage,
                                           "log": [t.spec for t in trackers]})
@@ -99,8 +101,6 @@ def run(request: Request) -> FinishedSweep:
 
 def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     """A sweep's last lines: test accuracy per group, what diverged, where the report is."""
-    from results.aggregate import aggregate_groups
-    from results.document import compact_table, distinct_runs, unscored
     records = [r for recs in summary["results"].values() for r in recs]
     runs = distinct_runs(records)   # the runs trained: a prefix-served result is no run
     finished = sum(r.finished for r in runs)

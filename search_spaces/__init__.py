@@ -8,6 +8,8 @@ studies (the command line's help) imports nothing of torch's.
 """
 from importlib import import_module
 
+from workloads.registry import ConfigError
+
 # name -> the module whose STUDY it is, in the order `list` shows them
 BUILT_IN = {"part3": "part3", "part4": "part4", "part5": "part5", "hw2": "hw2", "elec5307": "elec5307",
             "resnet": "resnet", "coordinate": "coordinate"}
@@ -15,7 +17,6 @@ BUILT_IN = {"part3": "part3", "part4": "part4", "part5": "part5", "hw2": "hw2", 
 
 def get_study(name: str):
     if name not in BUILT_IN:
-        from workloads.registry import ConfigError
         raise ConfigError(f"unknown study {name!r}; choose from {', '.join(BUILT_IN)}")
     return import_module(f"search_spaces.{BUILT_IN[name]}").STUDY
 

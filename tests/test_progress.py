@@ -3,10 +3,21 @@ a fake clock: counts, the cost-weighted share of work, the ETA, in-place updates
 on a terminal and a line every 30 s elsewhere."""
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import pickle
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from types import SimpleNamespace
+
+import pyte
+
+from conftest import ROOT
 
 from orchestrator.progress import Progress, clock_text, progress_line
 from workloads import metrics as M
@@ -158,16 +169,6 @@ p.on_experiment_end(trials)
 def test_on_an_80_column_terminal_no_wrapped_rows_are_left_behind():
     """The updates in a pseudo-terminal of 80 x 24, read back through a terminal
     emulator: one line on the screen, the last one, and nothing above it."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import subprocess
-    import sys
-    import termios
-
-    import pyte
-    from conftest import ROOT
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     proc = subprocess.Popen([sys.executable, "-c", UPDATES], stderr=slave, stdout=slave, stdin=slave,
