@@ -58,7 +58,7 @@ def stage_runs(study, stage) -> list[TrialConfig]:
         return [base] * stage.search.most_trials(study.repeats)
     if stage.derive is not None:
         return []
-    from search_spaces.study import plan_runs
+    from search_spaces.plan import plan_runs
     return [r.config for r in plan_runs(study.stage_trials(stage, {}), stage.prefix)]
 
 

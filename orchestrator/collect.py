@@ -13,7 +13,7 @@ from functools import partial
 import pandas as pd
 
 from results.aggregate import RunRecord, prefix_record
-from search_spaces.study import Run
+from search_spaces.plan import Run
 from workloads import metrics as M
 from workloads.state import Checkpoint
 

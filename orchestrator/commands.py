@@ -11,7 +11,8 @@ from pathlib import Path
 
 from orchestrator.request import Request
 from search_spaces import studies
-from search_spaces.study import Study, plan_runs
+from search_spaces.plan import plan_runs
+from search_spaces.study import Study
 from workloads.data import load_cifar10, resolve_data_dir
 from workloads.registry import ConfigError
 

@@ -30,7 +30,8 @@ from orchestrator.experiment import (TRIALS_FILE, Options, SweepError, TuneAdvic
 from orchestrator.provenance import provenance
 from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
 from results.io import write_csv, write_json
-from search_spaces.study import Run, Study, plan_runs
+from search_spaces.plan import Run, plan_runs
+from search_spaces.study import Study
 from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare

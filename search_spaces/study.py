@@ -4,7 +4,7 @@ variants of one base, repeated with seeds, grouped for aggregation.
     study = get_study("part3")
     trials = study.with_overrides({"repeats": "2"}).stage_trials(study.stages[0], {})
     [t.name for t in trials]   # ['mlp_1_r0', 'mlp_1_r1', 'mlp_2_r0', ...]
-    runs = plan_runs(trials, study.stages[0].prefix)   # what actually trains
+    runs = plan_runs(trials, study.stages[0].prefix)   # what actually trains (search_spaces.plan)
 
 A stage's grid may be computed from earlier stages' results (`derive`), which
 is how learning-rate schedules follow plateaus. A trial is what a study asks
@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from workloads import metrics as M
-from workloads.components import SCHEDULERS
+from search_spaces.plan import plan_runs
 from workloads.config import FIELD_TYPES, FIELDS, ConfigError, TrialConfig, coerce
 
 # Study-level keys a user may override beside every TrialConfig field.
@@ -303,52 +303,3 @@ def _split(raw) -> list:
 
 def _label(value) -> str:
     return str(value).replace("/", "-")
-
-
-@dataclass(frozen=True)
-class Run:
-    """What trains: one config (one Tune trial, or one member of a pack) serving one or
-    more trials: those with this very config, and with prefix sharing the shorter ones."""
-    config: TrialConfig
-    trials: tuple
-
-    @property
-    def name(self) -> str:
-        return self.trials[0].name
-
-
-def plan_runs(trials: list[Trial], prefix: str = "") -> list[Run]:
-    """The runs that serve `trials`, in the order of each run's first trial. Identical
-    configs train once. With prefix="epochs", trials that differ only in `epochs` are
-    served by the longest one, which scores the others' results at the end of their
-    epochs (snapshot_epochs): exact only when nothing in a run depends on its length,
-    so a schedule that does is refused here."""
-    def key(cfg: TrialConfig):
-        return replace(cfg, train=replace(cfg.train, epochs=1, snapshot_epochs=())) if prefix else cfg
-    served: dict = {}
-    for t in trials:
-        served.setdefault(key(t.config), []).append(t)
-    runs = []
-    for group in served.values():
-        longest = max(group, key=lambda t: t.config.train.epochs)
-        shorter = tuple(sorted({t.config.train.epochs for t in group} - {longest.config.train.epochs}))
-        cfg = longest.config
-        if shorter:
-            _check_prefix(cfg)
-            cfg = cfg.override({"snapshot_epochs": shorter})
-        ordered = sorted(group, key=lambda t: -t.config.train.epochs)  # the run is named after the longest
-        runs.append((trials.index(group[0]), Run(cfg, tuple(ordered))))
-    return [r for _, r in sorted(runs, key=lambda p: p[0])]
-
-
-def _check_prefix(cfg: TrialConfig) -> None:
-    t = cfg.train
-    why = None
-    if SCHEDULERS.parse(t.scheduler).length_dependent:
-        why = f"scheduler={t.scheduler} depends on the run's length"
-    elif t.record_unit != "epoch":
-        why = "its records are per step (record_unit=epoch is needed)"
-    elif t.record_every != 1:
-        why = f"record_every={t.record_every} skips some epochs"
-    if why:
-        raise ConfigError(f"cannot share prefixes of runs of different epochs: {why}")

@@ -16,7 +16,7 @@ from results.aggregate import RunRecord, aggregate_groups
 from results.elec5307 import choose, grid_table
 from search_spaces import elec5307_part3 as part3
 from search_spaces import get_study
-from search_spaces.study import plan_runs
+from search_spaces.plan import plan_runs
 from workloads import metrics as M
 from workloads.config import ConfigError, ModelConfig, TrialConfig
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from search_spaces import get_study
-from search_spaces.study import plan_runs
+from search_spaces.plan import plan_runs
 from workloads import metrics as M
 
 GROUPS = ["cnn", "fc", "mlp", "mlp_linear", "batch_1", "batch_4", "batch_1000", "lr_10", "lr_0.1", "lr_0.01",

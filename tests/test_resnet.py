@@ -9,7 +9,7 @@ from orchestrator.cli import main
 from results.aggregate import RunRecord, aggregate_groups
 from results.resnet import final_table, loss_band, page_final
 from search_spaces import get_study
-from search_spaces.study import plan_runs
+from search_spaces.plan import plan_runs
 from workloads import metrics as M
 from workloads.models import build_model, count_parameters
 from workloads.train import Single, param_groups

@@ -97,7 +97,7 @@ def test_group_names_must_be_unique_across_stages():
 
 
 def test_prefix_sharing_plans_one_run_per_length_family():
-    from search_spaces.study import plan_runs
+    from search_spaces.plan import plan_runs
     study = Study("demo", "", stages=(Stage("grid", axes=(("lr", (0.1, 0.01)), ("epochs", (1, 2, 4))),
                                             prefix="epochs"),), repeats=2)
     trials = study.stage_trials(study.stages[0], {})

@@ -138,7 +138,8 @@ def test_a_prefix_scores_what_a_run_of_that_length_scores(tiny_data):
 
     from orchestrator.collect import serve
     from results.aggregate import RunRecord
-    from search_spaces.study import Trial, plan_runs
+    from search_spaces.plan import plan_runs
+    from search_spaces.study import Trial
     per_epoch = {"record_unit": "epoch", "record_every": 1, "metrics": "val_acc", "arch": "cnn_3",
                  "optimizer": "sgd:momentum=0.9", "lr": 0.01, "scheduler": "step:step_size=2:gamma=0.5"}
     trials = [Trial("grid", f"e{e}", 0, tiny(epochs=e, **per_epoch)) for e in (1, 2, 4)]
