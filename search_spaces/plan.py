@@ -8,9 +8,13 @@ only in their length share the longest one (`plan_runs`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from workloads.components import SCHEDULERS
 from workloads.config import ConfigError, TrialConfig
+
+if TYPE_CHECKING:
+    from search_spaces.study import Trial
 
 
 @dataclass(frozen=True)
