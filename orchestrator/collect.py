@@ -11,6 +11,7 @@ from dataclasses import replace
 from functools import partial
 
 import pandas as pd
+from ray.tune.result import HOSTNAME, NODE_IP, PID, TIME_TOTAL_S
 
 from results.aggregate import RunRecord, prefix_record
 from search_spaces.plan import Run
@@ -39,7 +40,7 @@ def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
             failed.append(f"{trial_name(param)}: {reason}")
             continue
         records[trial_name(param)] = run_record(param, load_meta(result.checkpoint),
-                                                float(result.metrics.get("time_total_s", 0.0)),
+                                                float(result.metrics.get(TIME_TOTAL_S, 0.0)),
                                                 partial(load_weights, result.checkpoint))
     return records, failed
 
@@ -79,8 +80,8 @@ def trial_rows(grid) -> list[dict]:
         status = ("error" if result.error else "unfinished" if not m.get(M.DONE)
                   else M.DIVERGED if m.get(M.STATUS) == M.DIVERGED else "done")
         rows.append({"stage": param["stage"], "trial": trial_name(param), "status": status,
-                     M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get("time_total_s"),
-                     **{k: m.get(k) for k in ("hostname", "node_ip", "pid") + PLACEMENT}})
+                     M.TEST_ACC: m.get(M.TEST_ACC), "wall_s": m.get(TIME_TOTAL_S),
+                     **{k: m.get(k) for k in (HOSTNAME, NODE_IP, PID) + PLACEMENT}})
     return rows
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from orchestrator.request import Request
 from search_spaces import studies
-from search_spaces.plan import plan_runs
 from search_spaces.study import Study
 from workloads.data import load_cifar10, resolve_data_dir
 from workloads.registry import ConfigError
@@ -28,45 +27,15 @@ def saved_study(saved: dict) -> Study:
     return Request(saved["study"], tuple(saved["overrides"]), quick=saved["quick"]).resolve_study()
 
 
-def plan_lines(study: Study) -> list[str]:
-    lines = [f"{study.name}: {study.description}"]
-    for stage in study.stages:
-        if stage.search is not None:
-            lines += stage.search.plan_lines(stage.name, study.repeats)
-            continue
-        if stage.derive is not None:
-            lines.append(f"stage {stage.name}: grid computed from earlier stages' results")
-            continue
-        trials = study.stage_trials(stage, {})
-        runs = plan_runs(trials, stage.prefix)
-        lines.append(f"stage {stage.name}: {len(runs)} trials" +
-                     (f", {len(trials)} results" if len(trials) != len(runs) else ""))
-        base = runs[0].config.to_flat()
-        varying = sorted({k for r in runs for k, v in r.config.to_flat().items() if v != base[k]})
-        lines.append("  shared: " + ", ".join(f"{k}={v}" for k, v in base.items() if k not in varying))
-        for r in runs:
-            flat = r.config.to_flat()
-            serves = [t.name for t in r.trials[1:]]
-            lines.append(f"  {r.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying)
-                         + (f"  (also serves {', '.join(serves)})" if serves else ""))
-    return lines
-
-
-def trial_count(study: Study) -> str:
-    counts = [str(len(plan_runs(study.stage_trials(s, {}), s.prefix))) if s.planned
-              else f"<={s.search.most_trials(study.repeats)}" if s.search else "?" for s in study.stages]
-    return "+".join(counts)
-
-
 def cmd_list(args, argv=None) -> int:
     for name, study in studies().items():
-        print(f"{name:<10} {trial_count(study):>8} trials ({trial_count(study.with_quick())} quick)  "
+        print(f"{name:<10} {study.plan.count():>8} trials ({study.with_quick().plan.count()} quick)  "
               f"{study.description}")
     return 0
 
 
 def cmd_plan(args, argv=None) -> int:
-    print("\n".join(plan_lines(resolve_study(args))))
+    print("\n".join(resolve_study(args).plan.lines()))
     return 0
 
 
@@ -88,7 +57,7 @@ def cmd_sweep(args, argv) -> int:
         out = output_folder(request) if args.resume else None
         if out is not None and (out / SWEEP_FILE).exists():
             request = with_saved(request, json.loads((out / SWEEP_FILE).read_text()))
-        print("\n".join(plan_lines(request.resolve_study())))
+        print("\n".join(request.resolve_study().plan.lines()))
         return 0
     try:
         finished = run(request)

@@ -100,13 +100,8 @@ class DataSets:
         self.raw, self.pool = raw, ThreadPoolExecutor(1, thread_name_prefix="prepare")
         self.futures: dict = {}  # DataConfig.arrays -> Future of PreparedData, until stored
         self.refs: dict = {}     # DataConfig.arrays -> ObjectRef, kept for later stages
-        for stage in study.stages if study else ():
-            if stage.planned:
-                for t in study.stage_trials(stage, {}):
-                    self.prepared(t.config.data)
-            elif stage.search is not None:
-                for cfg in stage.search.data_configs(study.stage_config(stage).to_flat()):
-                    self.prepared(cfg)
+        for cfg in study.plan.data_configs() if study else ():
+            self.prepared(cfg)
 
     def prepared(self, cfg):
         key = cfg.arrays
@@ -169,7 +164,7 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=No
     started = time.time()
     raw = raw if raw is not None else load_cifar10(opts.data_dir)  # fails with one line before Ray starts
     # While Ray starts (seconds of waiting on its processes), the background thread
-    # prepares the data and imports Tune (~1 s), which check_fresh needs first.
+    # prepares the data and imports Tune (a second), which check_fresh needs first.
     datasets = DataSets(raw, study)
     tune_imported = datasets.pool.submit(importlib.import_module, "ray.tune")
     ours = False
@@ -201,12 +196,13 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
             plans[stage.name] = [{"stage": r.stage, "group": r.group, "repeat": r.repeat, **r.config}
                                  for r in results[stage.name]]
             continue
-        trials = study.stage_trials(stage, results)
+        planned = study.plan[stage.name]
+        trials = list(planned.trials) if planned.known else study.stage_trials(stage, results)
         for t in trials:
             if groups.setdefault(t.group, stage.name) != stage.name:
                 raise ConfigError(f"stage {stage.name}: group {t.group!r} is already stage "
                                   f"{groups[t.group]}'s; group names must be unique in a study")
-        runs = plan_runs(trials, stage.prefix)
+        runs = list(planned.runs) if planned.known else plan_runs(trials, stage.prefix)
         todo = [r for r in runs if r.config not in done]
         plans[stage.name] = [run_param(r) for r in runs]
         reused = len(runs) - len(todo)

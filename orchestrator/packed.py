@@ -20,6 +20,7 @@ import time
 
 import torch
 from ray import tune
+from ray.tune.result import TIME_TOTAL_S
 
 from orchestrator.trainable import (FINISHED, device_data, load_meta, load_state, load_weights, pick_device,
                                     placement, run_trial,
@@ -120,7 +121,7 @@ def collect(grid) -> tuple[dict, list[str]]:
             continue
         metas = load_meta(result.checkpoint, REPEATS)
         # Each repeat's share of the pack's time, so that summed trial time stays true.
-        wall = float(result.metrics.get("time_total_s", 0.0)) / len(members)
+        wall = float(result.metrics.get(TIME_TOTAL_S, 0.0)) / len(members)
         for i, (p, meta) in enumerate(zip(members, metas)):
             records[trial_name(p)] = run_record(p, meta, wall, partial(load_weights, result.checkpoint, i, REPEATS))
     return records, failed

@@ -26,7 +26,7 @@ from results.document import study_document, versus_table
 from results.html import write_report
 from results.records import INDEX_FILE, OLD_FILE, RECORD_FILES, read_records, write_records
 from search_spaces.search import SearchRecords
-from workloads.config import ConfigError
+from workloads.config import SEED, ConfigError
 
 RECORDS_FILE = INDEX_FILE       # records.json, written last of RECORD_FILES; OLD_FILE: earlier code's pickle
 SWEEP_FILE = "sweep.json"       # what was asked for: lets --resume and `report` rebuild the same study
@@ -127,7 +127,7 @@ def compare_lines(run_a: tuple, run_b: tuple, select: str) -> list[str]:
     rows, only_a, only_b = between_runs(*aggs)
     for g in (r.variant for r in rows):
         a, b = (x[g].runs[0].config for x in aggs)
-        differ = [f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if k != "seed" and a.get(k) != b.get(k)]
+        differ = [f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if k != SEED and a.get(k) != b.get(k)]
         if differ:
             lines.append(f"settings differ in {g}: " + ", ".join(differ))
     if rows:

@@ -33,10 +33,10 @@ from orchestrator.experiment import (TRIALS_FILE, Interrupted, experiment_path, 
                                      trials_at_once)
 from results.aggregate import RunRecord
 from results.io import write_csv
-from search_spaces.search import SEED, SearchRecords, canonical
+from search_spaces.search import SearchRecords, canonical
 from search_spaces.study import Stage, Study
 from workloads import metrics as M
-from workloads.config import FIELDS, ConfigError, TrialConfig
+from workloads.config import FIELDS, SEED, ConfigError, TrialConfig
 
 def steps(base: dict, search) -> list[Step]:
     return [Step(s.name, [Candidate(label, changes if callable(changes) else canonical(base, changes))

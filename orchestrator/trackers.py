@@ -28,7 +28,7 @@ from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 
 from orchestrator.packed import PACK
 from workloads import metrics as M
-from workloads.config import ConfigError
+from workloads.config import SEED, ConfigError
 
 PROJECT = "cifar-sweeps"     # W&B's project when --log wandb names none
 
@@ -171,7 +171,7 @@ def params(config: dict) -> dict:
     members = trial.pop(PACK, None)
     if members:
         trial["repeat"] = ",".join(str(p["repeat"]) for p in members)
-        trial["seed"] = ",".join(str(p.get("seed", "")) for p in members)
+        trial[SEED] = ",".join(str(p.get(SEED, "")) for p in members)
     return {"trial": trial}
 
 

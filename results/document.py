@@ -28,7 +28,7 @@ from results.html import Details, Document, Figure, Paragraph, Section, Table
 from results.stats import summarize
 from search_spaces.study import AXIS_ALIASES
 from workloads import metrics as M
-from workloads.config import TrialConfig
+from workloads.config import SEED, TrialConfig
 
 LAST = {M.STEP: "last step", M.EPOCH: "epoch", M.LOSS: "training loss", M.VAL_ACC: "validation accuracy"}
 
@@ -96,7 +96,7 @@ def text(value) -> str:
 def changes_from(base: dict, config: dict, skip=()) -> str:
     """'k=v, ...' of what `config` sets differently from `base` (seeds aside: repeats differ there)."""
     return ", ".join(f"{k}={text(v)}" for k, v in config.items()
-                     if k != "seed" and k not in skip and base.get(k) != v)
+                     if k != SEED and k not in skip and base.get(k) != v)
 
 
 def asked(study, results: dict, quick: bool, command_line: tuple) -> list:

@@ -193,7 +193,7 @@ def mosaic(tiles: list[np.ndarray], cols: int, gap: int = 1) -> np.ndarray:
 
 def plot_first_layer(weights: np.ndarray, title: str, path: Path) -> None:
     """Every unit's or filter's weights as one image, scaled on its own, in rows of 8:
-    one mosaic in one axes (an axes per tile cost ~0.4 s a figure)."""
+    one mosaic in one axes (an axes per tile is far slower: docs/benchmarks.md)."""
     tiles = weight_tiles(weights)
     cols = min(8, len(tiles))
     image = mosaic(tiles, cols)

@@ -21,7 +21,7 @@ from results.plateau import first_plateau, second_plateau
 from results.plots import BAND, plot_comparison, plot_first_layer, plot_schedules
 from results.stats import summarize
 from workloads import metrics as M
-from workloads.components import OPTIMIZERS
+from workloads.config import starting_lr
 
 
 def loss_words(cfg: dict) -> str:
@@ -234,7 +234,7 @@ def describe_schedule(cfg: dict) -> str:
 
 def rate(cfg: dict) -> float:
     """The rate a run started with (lr 0 is the optimizer's default)."""
-    return cfg["lr"] or OPTIMIZERS.parse(cfg["optimizer"]).default_lr
+    return starting_lr(cfg["lr"], cfg["optimizer"])
 
 
 def plateau_summary(p, source: str) -> dict:

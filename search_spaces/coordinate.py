@@ -48,6 +48,7 @@ from search_spaces.search import Search, Setting, best_of
 from search_spaces.study import Report, Stage, Study
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
+from workloads.config import SEED, starting_lr
 from workloads.models import ARCHS
 
 # The tutorial's settings (../shared/seeds/001), where they differ from the components' defaults.
@@ -93,7 +94,7 @@ def batch_norm(where: str, best: dict) -> dict:
 
 
 def lr_times(factor: float, best: dict) -> dict:
-    rate = best["lr"] or OPTIMIZERS.parse(best["optimizer"]).default_lr
+    rate = starting_lr(best["lr"], best["optimizer"])
     return {"lr": float(f"{rate * factor:.6g}")}
 
 
@@ -163,7 +164,7 @@ STUDY = Study(
     description="one setting at a time from the tutorial's net (16 settings, 2-8 values each), chosen on "
                 "validation accuracy; the final configuration with repeats on the test set",
     stages=(Stage("search", search=Search(SETTINGS), fixed=(("score_test", False),)),
-            Stage("final", derive=best_of("search"), fixed=(("score_test", True), ("seed", FINAL_SEED)))),
+            Stage("final", derive=best_of("search"), fixed=(("score_test", True), (SEED, FINAL_SEED)))),
     base=TUTORIAL,
     repeats=3,
     # The whole search on subsets, one epoch per value (epochs x4 is 4), one repeat.

@@ -1,9 +1,14 @@
-"""What trains: the runs that serve a stage's trials (search_spaces.study.Trial). Trials
-with identical configs share one run, and with a stage's `prefix="epochs"` runs that differ
-only in their length share the longest one (`plan_runs`).
+"""A study resolved once into what it will train: stages -> trials -> runs.
 
-    runs = plan_runs(study.stage_trials(stage, {}), stage.prefix)
-    [(r.name, [t.name for t in r.trials]) for r in runs]
+    plan = study.plan                        # built once per resolved study, then read by
+    plan["part3"].runs                       # the driver, data preparation, `plan`, `list`
+    plan.count(), plan.data_configs()        # "50", every data set known before anything runs
+
+A stage is one of four kinds (KINDS): a grid over config keys, named variants of a base,
+a grid derived from earlier stages' results (known only when they end), or a search that
+asks for its trials as results come in. Trials with identical configs share one run, and
+with a stage's `prefix="epochs"` runs that differ only in their length share the longest
+one (`plan_runs`).
 """
 from __future__ import annotations
 
@@ -14,7 +19,112 @@ from workloads.components import SCHEDULERS
 from workloads.config import ConfigError, TrialConfig
 
 if TYPE_CHECKING:
-    from search_spaces.study import Trial
+    from search_spaces.study import Stage, Study, Trial
+
+# What each kind of stage knows before anything runs, in words (`plan` prints it).
+KINDS = {
+    "grid": "a grid over config keys, repeated with seeds",
+    "variants": "named changes of the study's base, repeated with seeds",
+    "derived": "a grid computed from earlier stages' results when they end",
+    "search": "trials a searcher asks for as results come in",
+}
+
+
+def kind_of(stage: "Stage") -> str:
+    if stage.search is not None:
+        return "search"
+    if stage.derive is not None:
+        return "derived"
+    return "variants" if stage.variants else "grid"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a plan: its trials and runs where they are known before anything runs
+    (grid, variants); empty for a derived or a search stage, whose runs come later."""
+    stage: "Stage"
+    kind: str
+    trials: tuple = ()
+    runs: tuple = ()
+
+    @property
+    def known(self) -> bool:
+        return self.kind in ("grid", "variants")
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: "Study"
+    stages: tuple           # (StagePlan, ...), in the study's order
+
+    def __getitem__(self, name: str) -> StagePlan:
+        for p in self.stages:
+            if p.stage.name == name:
+                return p
+        raise KeyError(name)
+
+    def count(self) -> str:
+        """Runs per stage, as `list` shows them: "50", "18+4+?" (derived), "<=19" (a search)."""
+        return "+".join(str(len(p.runs)) if p.known else
+                        f"<={p.stage.search.most_trials(self.study.repeats)}" if p.kind == "search" else "?"
+                        for p in self.stages)
+
+    def data_configs(self) -> list:
+        """Every DataConfig a run can have that is known before anything runs, in the order
+        the stages need them (the first stage's data is prepared first)."""
+        out: dict = {}
+        for p in self.stages:
+            if p.known:
+                out.update(dict.fromkeys(r.config.data for r in p.runs))
+            elif p.kind == "search":
+                out.update(dict.fromkeys(p.stage.search.data_configs(self.study.stage_config(p.stage).to_flat())))
+        return list(out)
+
+    def lines(self) -> list[str]:
+        """What `plan` prints: per stage its runs and what varies between them."""
+        study = self.study
+        lines = [f"{study.name}: {study.description}"]
+        for p in self.stages:
+            if p.kind == "search":
+                lines += p.stage.search.plan_lines(p.stage.name, study.repeats)
+                continue
+            if not p.known:
+                lines.append(f"stage {p.stage.name}: {KINDS[p.kind]}")
+                continue
+            n_trials, runs = len(p.trials), p.runs
+            lines.append(f"stage {p.stage.name}: {len(runs)} trials" +
+                         (f", {n_trials} results" if n_trials != len(runs) else ""))
+            flats = [r.config.to_flat() for r in runs]
+            base = flats[0]
+            varying = sorted({k for flat in flats for k, v in flat.items() if v != base[k]})
+            lines.append("  shared: " + ", ".join(f"{k}={v}" for k, v in base.items() if k not in varying))
+            for r, flat in zip(runs, flats):
+                serves = [t.name for t in r.trials[1:]]
+                lines.append(f"  {r.name:<24} " + " ".join(f"{k}={flat[k]}" for k in varying)
+                             + (f"  (also serves {', '.join(serves)})" if serves else ""))
+        return lines
+
+
+def plan_of(study: "Study") -> Plan:
+    """The plan of a resolved study; a refused prefix sharing or a group name two stages
+    share is refused here, before anything runs."""
+    stages, groups = [], {}
+    for stage in study.stages:
+        kind = kind_of(stage)
+        if kind == "search":
+            study.stage_config(stage)  # where the search starts: checked now too
+            stages.append(StagePlan(stage, kind))
+            continue
+        if kind == "derived":
+            stages.append(StagePlan(stage, kind))
+            continue
+        trials = tuple(study.stage_trials(stage, {}))
+        for t in trials:
+            if groups.setdefault(t.group, stage.name) != stage.name:
+                raise ConfigError(f"study {study.name}: group {t.group!r} is in stages "
+                                  f"{groups[t.group]} and {stage.name}; group names must be unique")
+        stages.append(StagePlan(stage, kind, trials, tuple(plan_runs(list(trials), stage.prefix))))
+    return Plan(study, tuple(stages))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,7 @@ from functools import partial
 from typing import Any, Callable
 
 from workloads import metrics as M
-from workloads.config import FIELDS, ConfigError, DataConfig, TrialConfig
-
-SEED = "seed"
-
+from workloads.config import FIELDS, SEED, ConfigError, DataConfig, TrialConfig
 
 @dataclass(frozen=True)
 class Setting:

@@ -1,10 +1,9 @@
 """What a study is, as data: stages of grids over config keys or of named
 variants of one base, repeated with seeds, grouped for aggregation.
 
-    study = get_study("part3")
-    trials = study.with_overrides({"repeats": "2"}).stage_trials(study.stages[0], {})
-    [t.name for t in trials]   # ['mlp_1_r0', 'mlp_1_r1', 'mlp_2_r0', ...]
-    runs = plan_runs(trials, study.stages[0].prefix)   # what actually trains (search_spaces.plan)
+    study = get_study("part3").with_overrides({"repeats": "2"})
+    [t.name for t in study.plan["part3"].trials]   # ['mlp_1_r0', 'mlp_1_r1', 'mlp_2_r0', ...]
+    study.plan["part3"].runs                       # what actually trains (search_spaces/plan.py)
 
 A stage's grid may be computed from earlier stages' results (`derive`), which
 is how learning-rate schedules follow plateaus. A trial is what a study asks
@@ -27,12 +26,13 @@ from __future__ import annotations
 
 import importlib
 import itertools
+from functools import cached_property
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from workloads import metrics as M
-from search_spaces.plan import plan_runs
-from workloads.config import FIELD_TYPES, FIELDS, ConfigError, TrialConfig, coerce
+from search_spaces.plan import Plan, plan_of
+from workloads.config import FIELD_TYPES, FIELDS, SEED, ConfigError, TrialConfig, coerce
 
 # Study-level keys a user may override beside every TrialConfig field.
 STUDY_KEYS = ("repeats",)
@@ -209,7 +209,7 @@ class Study:
                 stages = [replace(s, axes=tuple((k, chosen if k == key else v) for k, v in s.axes))
                           for s in stages]
             elif key in FIELDS:
-                base[key] = raw
+                base[key] = coerce(key, raw, FIELD_TYPES[key])  # parsed here, once
                 # A user's value wins over what a stage fixes.
                 stages = [replace(s, fixed=tuple((k, v) for k, v in s.fixed if k != key)) for s in stages]
             else:
@@ -224,20 +224,15 @@ class Study:
             raise ConfigError(f"study {study.name}: val_per_class=0 leaves no validation split, and the "
                               f"study picks its best runs on validation accuracy")
         study.base_config()  # typed and range-checked now, before any work starts
-        groups: dict = {}
-        for stage in study.stages:
-            if stage.search is not None:
-                study.stage_config(stage)  # where the search starts: checked now too
-            if stage.planned:
-                trials = study.stage_trials(stage, {})
-                plan_runs(trials, stage.prefix)  # a refused prefix sharing is refused now
-                for t in trials:
-                    if groups.setdefault(t.group, stage.name) != stage.name:
-                        raise ConfigError(f"study {study.name}: group {t.group!r} is in stages "
-                                          f"{groups[t.group]} and {stage.name}; group names must be unique")
+        study.plan  # noqa: B018 (planned once: runs, prefix sharing and group names checked now)
         if study.check is not None:
             study.check(study)
         return study
+
+    @cached_property
+    def plan(self) -> Plan:
+        """Stages -> trials -> runs, computed once for this (resolved, frozen) study."""
+        return plan_of(self)
 
     def with_quick(self) -> "Study":
         return self.with_overrides(dict(self.quick))
@@ -275,7 +270,7 @@ class Study:
         trials = []
         for group, changes, point_cfg in points:
             for r in range(self.stage_repeats(stage)):
-                seeded = point_cfg.override({"seed": point_cfg.train.seed + r})
+                seeded = point_cfg.override({SEED: point_cfg.train.seed + r})
                 trials.append(Trial(stage.name, group, r, seeded, changes))
         return trials
 
@@ -294,7 +289,8 @@ def _stage_override(stage: Stage, key: str, raw) -> Stage:
         return replace(stage, axes=tuple((k, chosen if k == key else v) for k, v in stage.axes))
     if key not in FIELDS:
         raise ConfigError(f"unknown key {key!r} in {stage.name}.{key}; a stage takes config keys")
-    return replace(stage, fixed=tuple((k, v) for k, v in stage.fixed if k != key) + ((key, raw),))
+    value = coerce(key, raw, FIELD_TYPES[key])
+    return replace(stage, fixed=tuple((k, v) for k, v in stage.fixed if k != key) + ((key, value),))
 
 
 def _split(raw) -> list:

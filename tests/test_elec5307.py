@@ -136,7 +136,7 @@ def test_parts_and_stage_scoped_settings():
     assert [s.name for s in study.stages] == ["part2"]
     assert len(plan_runs(study.stage_trials(study.stages[0], {}), "epochs")) == 4
     study = get_study("elec5307").with_overrides({"part3.epochs": "3", "epochs": "1,2"})
-    assert stage(study, "part3").fixed[-1] == ("epochs", "3")
+    assert stage(study, "part3").fixed[-1] == ("epochs", 3)  # parsed once, where the override is read
     assert {t.config.train.epochs for t in study.stage_trials(stage(study, "part3"), {})} == {3}
     assert {t.config.train.epochs for t in study.stage_trials(stage(study, "part2"), {})} == {1, 2}
     study = get_study("elec5307").with_overrides({"parts": "3", "families": "none", "repeats": "3"})

@@ -169,7 +169,7 @@ class TrainConfig:
 
     @property
     def base_lr(self) -> float:
-        return self.lr or OPTIMIZERS.parse(self.optimizer).default_lr
+        return starting_lr(self.lr, self.optimizer)
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,15 @@ class TrialConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FIELDS = {f.name: s for s, k in SECTIONS.items() for f in fields(k)}
+# The config key that a repeat changes (base seed + repeat): never a choice, never compared.
+SEED = "seed"
+
 FIELD_TYPES = {name: typ for k in SECTIONS.values() for name, typ in typing.get_type_hints(k).items()}
+
+
+def starting_lr(lr: float, optimizer: str) -> float:
+    """The rate a run starts with: `lr`, or where it is 0 the optimizer's own default."""
+    return lr or OPTIMIZERS.parse(optimizer).default_lr
 
 
 def _kept(subset: int, whole: int) -> int:

@@ -44,7 +44,7 @@ NORMALIZATIONS.add("const", lambda mean, std: ((mean,) * 3, (std,) * 3), {"mean"
                    lambda p: None if p["std"] > 0 else "std must be > 0")
 NORMALIZATIONS.add("none", lambda: None)                   # ToTensor's [0, 1]
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), applied in its order; written
-# out here because importing torchvision costs ~1.6 s in a process that only preprocesses.
+# out here because importing torchvision costs seconds in a process that only preprocesses.
 LUMA = (0.2989, 0.587, 0.114)
 
 

@@ -53,10 +53,10 @@ class DeviceData:
 
 
 
-# Evaluation batches when TrainConfig.eval_batch_size is 0. CPU, one thread, NHWC:
-# 100-250 images scored ~8,900 images/s, 500-1,000 only 4,700-6,000, because glibc hands
-# each freed activation buffer of tens of MB back to the OS and the next batch faults it
-# in again (docs/benchmarks.md). GPU: large batches amortise kernel launches (unmeasured).
+# Evaluation batches when TrainConfig.eval_batch_size is 0. CPU: small batches, because
+# glibc hands each freed activation buffer of tens of MB back to the OS and the next batch
+# faults it in again; GPU: large batches amortise kernel launches (unmeasured). The figures:
+# docs/benchmarks.md, "Figures behind the code's choices".
 EVAL_BATCH = {"cpu": 250, "cuda": 1000}
 
 

@@ -270,7 +270,7 @@ def count_parameters(model: nn.Module) -> int:
 def multiply_adds(model: nn.Module, in_shape=(3, 32, 32)) -> int:
     """Multiply-adds of one image's forward pass through the convolutions and linear
     layers (what dominates these models' cost), counted on one image in eval mode
-    (a meta-device pass would cost ~1.4 s of lazy imports the first time)."""
+    (a meta-device pass would cost a second or more of lazy imports the first time)."""
     total = 0
 
     def count(module, inputs, output):

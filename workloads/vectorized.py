@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from workloads.components import OPTIMIZERS
-from workloads.config import ConfigError, TrialConfig
+from workloads.config import SEED, ConfigError, TrialConfig
 from workloads.data import PreparedData
 from workloads.models import count_parameters, first_layer
 from workloads.evaluation import DeviceData
@@ -72,9 +72,9 @@ def check_pack(cfgs: Sequence[TrialConfig]) -> None:
     reason = why_not_vectorized(cfgs[0])
     if reason:
         raise ConfigError(f"cannot vectorize: {reason}; train one model per trial")
-    base = {k: v for k, v in cfgs[0].to_flat().items() if k != "seed"}
+    base = {k: v for k, v in cfgs[0].to_flat().items() if k != SEED}
     for cfg in cfgs[1:]:
-        diff = sorted(k for k, v in cfg.to_flat().items() if k != "seed" and base[k] != v)
+        diff = sorted(k for k, v in cfg.to_flat().items() if k != SEED and base[k] != v)
         if diff:
             raise ConfigError(f"repeats in one pack must differ only in seed; these differ: "
                               f"{', '.join(diff)}")
@@ -102,7 +102,8 @@ class Stacked:
         self.count = count_parameters(models[0])
         self.layout = memory_format(models[0], device)
         # Evaluation in one vmapped call on GPUs (one launch per layer instead of K); a loop
-        # over the repeats on CPUs, where vmap's grouped convolutions measured 1.3-2.4x slower.
+        # over the repeats on CPUs, where vmap's grouped convolutions are slower
+        # (docs/benchmarks.md, "Figures behind the code's choices").
         self.vmap_eval = device.type != "cpu" if vmap_eval is None else vmap_eval
         self._eval_one = self.one
         self.loss_fn = None
@@ -132,7 +133,7 @@ class Stacked:
         """(K, B, classes): every repeat on the same images x (B, ...)."""
         if self.vmap_eval:
             return vmap(self._eval_one, in_dims=(0, 0, None))(self.params, self.buffers, x)
-        # One repeat's slices at a time, in train()'s layout (NHWC on a CPU: 1.4-1.6x faster).
+        # One repeat's slices at a time, in train()'s layout (NHWC on a CPU: faster, ibid.).
         # The 4-D weights are cloned with that layout: contiguous() would keep a 1-channel
         # filter bank's NCHW strides, which already count as NHWC-contiguous, and mix layouts.
         def repeat(tensors: dict, k: int) -> dict:
