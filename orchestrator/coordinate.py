@@ -61,7 +61,6 @@ from typing import Callable, Mapping, Sequence
 from ray.tune.search import Searcher
 
 from workloads import metrics as M
-from workloads.config import SEED
 from workloads.registry import ConfigError
 
 CURRENT = "current"  # the incumbent's label when no candidate of a step matches the current best
@@ -121,7 +120,7 @@ class CoordinateSearch(Searcher):
     reason the flat config cannot run, or None. max_concurrent: trials handed out at once
     (Tune's max_concurrent_trials overrides it); None: a whole step."""
 
-    def __init__(self, base: Mapping, steps: Sequence[Step], repeats: int = 1, *, seed_key: str = SEED,
+    def __init__(self, base: Mapping, steps: Sequence[Step], repeats: int = 1, *, seed_key: str = "seed",
                  metric: str = M.VAL_ACC, mode: str = "max", margin: float = 0.005, worst: float | None = None,
                  make_config: Callable[[dict, dict], dict] | None = None,
                  validate: Callable[[dict], str | None] | None = None, max_concurrent: int | None = None):

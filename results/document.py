@@ -24,7 +24,7 @@ import pandas as pd
 from results.aggregate import aggregate_groups
 from results.comparisons import against_reference, reference_pairs, significant
 from results.cells import DASH, Missing, fmt_ci, fmt_num, fmt_p
-from results.html import Details, Document, Figure, Paragraph, Section, Table
+from results.blocks import Details, Document, Figure, Paragraph, Section, Table
 from results.stats import summarize
 from search_spaces.study import AXIS_ALIASES
 from workloads import metrics as M

@@ -1,4 +1,4 @@
-"""A report as a small document model, written as one self-contained HTML page
+"""A report (the document model of results/blocks.py), written as one self-contained HTML page
 (figures inlined as base64 PNG, no network, opens from disk) and as Markdown
 with the same tables (figures as PNG files beside it, for a write-up).
 
@@ -21,114 +21,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, Optional
 from urllib.parse import quote
 
 import jinja2
 import markupsafe
-import numpy as np
-import pandas as pd
 
+from results.blocks import NUMERIC_TEXT, PNG_SIGNATURE, Details, Document, Figure, Paragraph, Table, is_number
 from results.cells import DASH, Missing, format_cell
 from results.io import save_bytes, save_text
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-# Text that reads as a number ("0.712", "[0.70, 0.72]", "< 0.001", "+1.2%", "0.71 ± 0.01") is right-aligned.
-_SIGNS = r"\s\d.,%+\-\u2212\u00b1\u00d7eE<>()\[\]\u221e\u2014"    # digits, signs, brackets, ±, ×, ∞, —
-_NUMERIC_TEXT = re.compile(rf"^[{_SIGNS}]*\d[{_SIGNS}]*$")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-
-
-# ---- the document model
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-    def __post_init__(self):
-        if not isinstance(self.text, str):
-            raise TypeError(f"Paragraph text must be a str, got {type(self.text).__name__}")
-
-
-@dataclass(frozen=True, eq=False)             # eq=False: DataFrames have no truth value to compare by
-class Table:
-    frame: pd.DataFrame
-    caption: str = ""
-    formats: Mapping[str, Union[str, Callable[[Any], Any]]] = field(default_factory=dict)
-    note: str = ""
-
-    def __post_init__(self):
-        if not isinstance(self.frame, pd.DataFrame):
-            raise TypeError(f"Table frame must be a pandas DataFrame, got {type(self.frame).__name__}")
-        unknown = [c for c in self.formats if c not in self.frame.columns]
-        if unknown:
-            raise ValueError(f"Table {self.caption!r}: formats for unknown column(s) {unknown}; "
-                             f"columns are {list(self.frame.columns)}")
-        object.__setattr__(self, "formats", dict(self.formats))
-
-
-@dataclass(frozen=True)
-class Figure:
-    path: Path                                # a PNG file, read when the report is written
-    caption: str = ""
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))
-        if self.path.suffix.lower() != ".png":
-            raise ValueError(f"Figure {self.path}: only PNG is embedded; save it with a .png suffix")
-
-
-@dataclass(frozen=True)
-class Details:
-    """A collapsible group of blocks (long tables, per-run figures); opened when printed."""
-    summary: str
-    blocks: tuple = ()
-
-    def __post_init__(self):
-        object.__setattr__(self, "blocks", _blocks(self.blocks, f"Details {self.summary!r}"))
-
-
-Block = Union[Paragraph, Table, Figure, Details]
-
-
-def _blocks(blocks, where: str) -> tuple:
-    blocks = tuple(blocks)
-    for b in blocks:
-        if not isinstance(b, (Paragraph, Table, Figure, Details)):
-            raise TypeError(f"{where}: {type(b).__name__} is not a block; use Paragraph, Table, Figure or Details")
-    return blocks
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    blocks: tuple = ()
-
-    def __post_init__(self):
-        object.__setattr__(self, "blocks", _blocks(self.blocks, f"Section {self.title!r}"))
-
-
-@dataclass(frozen=True)
-class Document:
-    title: str
-    subtitle: str = ""
-    sections: tuple = ()
-    provenance: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        sections = tuple(self.sections)
-        if not all(isinstance(s, Section) for s in sections):
-            raise TypeError("Document sections must be Section objects")
-        object.__setattr__(self, "sections", sections)
-        object.__setattr__(self, "provenance", dict(self.provenance))
-
 
 # ---- view model shared by both renderers: numbered, formatted, no HTML in it
 
@@ -143,7 +45,7 @@ def _table_view(t: Table) -> dict:
     num = []
     for j in range(len(columns)):             # a column is numeric when every present cell is
         present = [(r[j], tr[j]) for r, tr in zip(raw, text) if not isinstance(tr[j], Missing)]
-        num.append(bool(present) and all(_is_number(v) or _NUMERIC_TEXT.match(s) for v, s in present))
+        num.append(bool(present) and all(is_number(v) or NUMERIC_TEXT.match(s) for v, s in present))
     rows = [[{"text": str(s), "missing": isinstance(s, Missing),
               "cls": " ".join(["num"] * n + ["missing"] * isinstance(s, Missing))} for s, n in zip(tr, num)]
             for tr in text]

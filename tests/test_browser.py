@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from browser import check_page, chromium_or_skip
-from results.html import Paragraph, Section, Table, write_report
+from results.blocks import Paragraph, Section, Table
+from results.html import write_report
 from test_html import sample_document
 
 WIDTH = 1280

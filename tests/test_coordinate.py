@@ -1,74 +1,20 @@
-"""The coordinate search on a synthetic objective: by hand (which configs it asks
-for, in which order; what the noise rule keeps; failures, invalid candidates; save
-and restore mid-step), then through Ray Tune, whole and interrupted + restored."""
-import json
+"""The coordinate search on a synthetic objective, by hand: which configs it asks for, in
+which order; what the noise rule keeps; failures, invalid candidates; save and restore
+mid-step (through Ray Tune: tests/test_coordinate_tune.py)."""
 import math
 import os
-import signal
 import subprocess
 import sys
 from functools import partial
 
 import pytest
-from ray import cloudpickle, tune
-from ray.tune.search import Searcher
+from ray import cloudpickle
 
+from coordinate_objective import (ADAM, BASE, BEST, EFFECTS, SEED_NOISE, STEPS, asked, drive, make_objective,
+                                  objective, one_step)
 from orchestrator.coordinate import CURRENT, Candidate, CoordinateSearch, Step
 from workloads import metrics as M
 from workloads.config import ConfigError
-
-BASE = {"batch_size": 64, "depth": 2, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "seed": 0}
-ADAM = {"optimizer": "adam", "momentum": 0.0, "lr": 0.001}
-STEPS = [Step("batch_size", [Candidate("bs32", {"batch_size": 32}), Candidate("bs64", {"batch_size": 64}),
-                             Candidate("bs128", {"batch_size": 128})]),
-         Step("depth", [Candidate(f"d{d}", {"depth": d}) for d in (1, 2, 3)]),
-         Step("optimizer", [Candidate("sgd", {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01}),
-                            Candidate("adam", ADAM)])]
-# Each setting adds its effect; a repeat's seed adds a little noise (the same for every config).
-EFFECTS = {"batch_size": {32: 0.02, 64: 0.0, 128: -0.03}, "depth": {1: -0.05, 2: 0.0, 3: 0.04},
-           "optimizer": {"sgd": 0.0, "adam": 0.03}}
-SEED_NOISE = (0.001, -0.001, 0.0)
-BEST = {**BASE, "batch_size": 32, "depth": 3, **ADAM}
-
-
-def make_objective(effects, seed_noise):
-    # A closure, so that cloudpickle ships it by value: Ray's workers cannot import this test module.
-    def objective(config):
-        return 0.5 + sum(effects[k][config[k]] for k in effects) + seed_noise[config["seed"]]
-    return objective
-
-
-objective = make_objective(EFFECTS, SEED_NOISE)
-
-
-def asked(changes, meta):
-    """make_config for the hand-driven tests: what was asked for, as (candidate, repeat, changes)."""
-    return {"ask": (meta["candidate"], meta["repeat"], changes), "config": {**BASE, **changes}}
-
-
-def drive(search, score=lambda cfg: {M.VAL_ACC: objective(cfg)}, first=0):
-    """Runs the search to the end, one trial at a time; returns what it asked for."""
-    out, n = [], first
-    while (suggestion := search.suggest(f"t{n}")) != Searcher.FINISHED:
-        assert suggestion is not None, "nothing running, yet no suggestion"
-        out.append(suggestion["ask"])
-        result = score(suggestion["config"])
-        search.on_trial_complete(f"t{n}", result=result, error=result is None)
-        n += 1
-    return out
-
-
-def one_step(values, repeats, **kwargs):
-    """A single batch-size step with the given results per batch size, one per seed (a number
-    is that val_acc, else the result itself, None for an error); returns its history entry."""
-    def score(config):
-        given = values[config["batch_size"]][config["seed"]]
-        return {M.VAL_ACC: given} if isinstance(given, float) else given
-    search = CoordinateSearch(BASE, STEPS[:1], repeats, make_config=asked, **kwargs)
-    drive(search, score)
-    (step,) = search.history()
-    return step, {row["candidate"]: row for row in step["rows"]}
-
 
 def test_asks_step_by_step_and_reuses_the_incumbent():
     search = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
@@ -223,98 +169,6 @@ def test_the_searcher_never_imports_torch():
     code = "import sys, orchestrator.coordinate; sys.exit('torch' in sys.modules)"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
-
-
-# --- through Ray Tune ------------------------------------------------------------------
-
-
-def make_trainable(objective):
-    def trainable(config):
-        with open(config["log"], "a") as f:  # one line per start, to count runs per config
-            f.write(json.dumps(config["trial"]) + "\n")
-        # A partial result first: the searcher must take the last one.
-        tune.report({M.VAL_ACC: 0.0})
-        if config["trial"]["pause"]:
-            import time
-            time.sleep(1.0)  # long enough to be interrupted here
-        tune.report({M.VAL_ACC: objective(config["trial"])})
-    return trainable
-
-
-def tune_search(log, pause=None, **kwargs):
-    def make_config(changes, meta):
-        trial = {**BASE, **changes}
-        return {"trial": {**trial, "pause": (meta["candidate"], meta["repeat"]) == pause}, "log": str(log)}
-    return CoordinateSearch(BASE, STEPS, repeats=2, make_config=make_config, **kwargs)
-
-
-def runs(log) -> dict:
-    """How many times the trainable started, per (config, seed)."""
-    counts = {}
-    for line in log.read_text().splitlines():
-        key = json.dumps({k: v for k, v in json.loads(line).items() if k != "pause"}, sort_keys=True)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def expected_runs(pause_twice=None) -> dict:
-    hand = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
-    keys = [json.dumps({**BASE, **changes}, sort_keys=True) for _, _, changes in drive(hand)]
-    return {k: 2 if k == pause_twice else 1 for k in keys}
-
-
-def reference_history():
-    hand = CoordinateSearch(BASE, STEPS, repeats=2, make_config=asked)
-    drive(hand)
-    return hand.history()
-
-
-@pytest.mark.slow
-def test_through_tune(ray_local, tmp_path):
-    search = tune_search(tmp_path / "runs.log")
-    tune.Tuner(make_trainable(objective),
-               tune_config=tune.TuneConfig(search_alg=search, num_samples=-1, max_concurrent_trials=2,
-                                           reuse_actors=True),
-               run_config=tune.RunConfig(storage_path=str(tmp_path), name="coord", verbose=0)).fit()
-    assert search.finished and search.best_config() == BEST and search.history() == reference_history()
-    assert runs(tmp_path / "runs.log") == expected_runs()
-
-
-class Interrupt(tune.Callback):
-    """Ctrl-C once, while the paused trial is running (its first result is in)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if trial.config["trial"]["pause"] and not os.path.exists(self.marker):
-            open(self.marker, "w").close()  # Tuner.restore brings this callback back: once only
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-@pytest.mark.slow
-def test_an_interrupted_search_continues_after_restore(ray_local, tmp_path):
-    log, trainable = tmp_path / "runs.log", make_trainable(objective)
-    # One trial at a time, so that exactly one is in flight at the interruption: d1, repeat 0.
-    search = tune_search(log, pause=("d1", 0))
-    tune.Tuner(trainable,
-               tune_config=tune.TuneConfig(search_alg=search, num_samples=-1, max_concurrent_trials=1,
-                                           reuse_actors=True),
-               run_config=tune.RunConfig(storage_path=str(tmp_path), name="coord", verbose=0,
-                                         callbacks=[Interrupt(str(tmp_path / "interrupted"))])).fit()
-    # Interrupted in the second step: the first step's 6 trials done, d1 r0 running.
-    assert not search.finished and [h["step"] for h in search.history()] == ["batch_size"]
-    assert sum(runs(log).values()) == 7
-
-    tune.Tuner.restore(str(tmp_path / "coord"), trainable=trainable).fit()
-    # The restored searcher lives inside the restored Tuner; read its last saved state from the run.
-    restored = tune_search(log)
-    restored.restore_from_dir(str(tmp_path / "coord"))
-    assert restored.finished and restored.best_config() == BEST and restored.history() == reference_history()
-    # Finished trials ran once; the one in flight was started again (a function trainable
-    # without checkpoints starts over) and its second run counted.
-    d1_r0 = json.dumps({**BASE, "batch_size": 32, "depth": 1}, sort_keys=True)
-    assert runs(log) == expected_runs(pause_twice=d1_r0)
 
 
 # --- candidates computed from the current best --------------------------------------------

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from results.cells import DASH, Missing, fmt_ci, fmt_mean_sd, fmt_num, fmt_p, format_cell
-from results.html import Details, Document, Figure, Paragraph, Section, Table, write_report
+from results.blocks import Details, Document, Figure, Paragraph, Section, Table
+from results.html import write_report
 from results.stats import compare, summarize
 
 SCRIPT = "<script>alert(1)</script>"
