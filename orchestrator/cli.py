@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, DataError) as e:
         print(f"orchestrator: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before a sweep's folder exists: nothing to resume
-        print("orchestrator: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a sweep's Interrupted names the command that finishes it
+        print(f"orchestrator: {str(e) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

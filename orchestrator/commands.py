@@ -5,7 +5,6 @@ input raises ConfigError or DataError (one line, exit code 2, from cli.main).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from search_spaces import studies
 from search_spaces.study import Study
 from workloads.data import load_cifar10, resolve_data_dir
 from workloads.registry import ConfigError
-
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # as shells report a command Ctrl-C stopped: 130
 
 
 def resolve_study(args) -> Study:
@@ -51,7 +48,7 @@ def request_of(args, argv) -> Request:
 def cmd_sweep(args, argv) -> int:
     from orchestrator.experiment import SweepError
     from orchestrator.report import SWEEP_FILE
-    from orchestrator.sweeps import Interrupted, output_folder, run, with_saved
+    from orchestrator.sweeps import output_folder, run, with_saved
     request = request_of(args, argv)
     if args.dry_run:  # the grid; with --resume, what it would finish
         out = output_folder(request) if args.resume else None
@@ -66,9 +63,6 @@ def cmd_sweep(args, argv) -> int:
         if e.folder and (e.folder / "report.html").exists():
             print(f"what finished and what failed: {e.folder / 'report.html'}", file=sys.stderr)
         return 1
-    except Interrupted as e:
-        print(f"orchestrator: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     print("\n".join(finished.closing_lines()))
     return 0
 

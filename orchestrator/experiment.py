@@ -32,9 +32,11 @@ class SweepError(RuntimeError):
         self.folder: Path | None = None  # the sweep's folder (orchestrator.sweeps sets it)
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) stopped a stage: Tune saved its state, and --resume finishes the
-    sweep (orchestrator.sweeps names the command). str(): what to do."""
+    sweep (orchestrator.sweeps names the command). str(): what to do. A KeyboardInterrupt,
+    as the Ctrl-C it reports: no `except Exception` swallows it, and the command line
+    answers it as any Ctrl-C (exit code 130)."""
 
 
 def raise_if_interrupted(grid, planned: int = 0) -> None:
