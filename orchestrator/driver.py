@@ -30,7 +30,7 @@ from orchestrator.experiment import (TRIALS_FILE, Options, SweepError, TuneAdvic
 from orchestrator.provenance import provenance
 from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
 from results.io import write_csv, write_json
-from search_spaces.plan import Run, plan_runs
+from search_spaces.plan import Run
 from search_spaces.study import Study
 from workloads import metrics as M
 from workloads.config import ConfigError
@@ -189,20 +189,20 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
     results, plans, rows = {}, {}, []
     done: dict = {}       # run config -> RunRecord: a trial asking for it again reuses it
     groups: dict = {}     # group -> stage: names are unique across a study
-    for stage in study.stages:
-        if stage.search is not None:  # trials asked for as results come in
+    for planned in study.plan.stages:
+        stage = planned.stage
+        if planned.kind == "search":  # trials asked for as results come in
             from orchestrator.search_stage import run_search
             results[stage.name] = run_search(study, stage, opts, datasets, done, rows)
             plans[stage.name] = [{"stage": r.stage, "group": r.group, "repeat": r.repeat, **r.config}
                                  for r in results[stage.name]]
             continue
-        planned = study.plan[stage.name]
-        trials = list(planned.trials) if planned.known else study.stage_trials(stage, results)
+        planned = planned.given(study, results)  # a derived stage's grid, from the stages before it
+        trials, runs = list(planned.trials), list(planned.runs)
         for t in trials:
             if groups.setdefault(t.group, stage.name) != stage.name:
                 raise ConfigError(f"stage {stage.name}: group {t.group!r} is already stage "
                                   f"{groups[t.group]}'s; group names must be unique in a study")
-        runs = list(planned.runs) if planned.known else plan_runs(trials, stage.prefix)
         todo = [r for r in runs if r.config not in done]
         plans[stage.name] = [run_param(r) for r in runs]
         reused = len(runs) - len(todo)

@@ -46,10 +46,7 @@ class Request:
         return out
 
     def resolve_study(self) -> Study:
-        study = get_study(self.study)
-        if self.quick:
-            study = study.with_quick()
-        return study.with_overrides(self.overrides_dict())
+        return get_study(self.study).with_overrides(self.overrides_dict(), quick=self.quick)
 
     def resume_command(self, out: Path) -> str:
         return f"python -m orchestrator sweep {self.study} --resume --out {out}"

@@ -91,7 +91,7 @@ def check(study: Study) -> None:
     """Every part3 network keeps the project's structure and limits, however it was set."""
     for stage in study.stages:
         if stage.name == part3.STAGE.name:
-            for trial in study.stage_trials(stage, {}):
+            for trial in study.plan[stage.name].trials:
                 part3.check_network(trial.config.model)
 
 

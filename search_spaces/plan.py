@@ -51,6 +51,14 @@ class StagePlan:
     def known(self) -> bool:
         return self.kind in ("grid", "variants")
 
+    def given(self, study: "Study", earlier) -> "StagePlan":
+        """This stage's trials and runs once the stages before it have ended (`earlier`: their
+        results by stage): a derived stage computes its grid now; a known one is itself."""
+        if self.known or self.kind != "derived":
+            return self
+        trials = tuple(study.stage_trials(self.stage, earlier))
+        return replace(self, trials=trials, runs=tuple(plan_runs(list(trials), self.stage.prefix)))
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -188,13 +188,15 @@ class Study:
     def base_config(self) -> TrialConfig:
         return TrialConfig().override(dict(self.base))
 
-    def with_overrides(self, values: Mapping[str, str]) -> "Study":
-        """Apply `key=value` overrides: study keys, axis restrictions, config fields."""
+    def with_overrides(self, values: Mapping[str, str], quick: bool = False) -> "Study":
+        """Apply `key=value` overrides: study keys, axis restrictions, config fields; with
+        `quick`, --quick's own (`Study.quick`) first, a user's value of the same key winning.
+        The result is checked and planned once (`Study.plan`)."""
         study, base = self, dict(self.base)
         axis_keys = {k for s in self.stages for k, _ in s.axes}
         stages = list(self.stages)
         options, chosen_options = dict(self.options), []
-        for raw_key, raw in values.items():
+        for raw_key, raw in ({**dict(self.quick), **values} if quick else values).items():
             key = AXIS_ALIASES.get(raw_key, raw_key)
             scope, dot, scoped = key.partition(".")
             if key == "repeats":
@@ -217,7 +219,7 @@ class Study:
                 raise ConfigError(f"unknown key {raw_key!r} for study {self.name}; "
                                   f"known: {', '.join(sorted(known))}, or STAGE.key")
         study = replace(study, base=tuple(base.items()), stages=tuple(stages),
-                        user=self.user + tuple(values.items()))
+                        user=self.user + (tuple(dict(self.quick).items()) if quick else ()) + tuple(values.items()))
         for key, raw in chosen_options:
             study = options[key](study, raw)
         if study.select == M.VAL_ACC and not study.base_config().data.val_per_class:
@@ -235,7 +237,7 @@ class Study:
         return plan_of(self)
 
     def with_quick(self) -> "Study":
-        return self.with_overrides(dict(self.quick))
+        return self.with_overrides({}, quick=True)
 
     def stage_repeats(self, stage: Stage) -> int:
         return stage.repeats or self.repeats
