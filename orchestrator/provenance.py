@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -57,14 +58,24 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def gpu_names() -> list[str]:
+    """This machine's GPUs, from nvidia-smi: asking torch would create a CUDA context in the
+    driver, GPU memory held away from the trials that share this machine's GPUs."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):  # a driver problem must not lose the results
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
 def hardware() -> dict:
     info = {"host": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
             "cpu_model": cpu_model(), "cpus": os.cpu_count()}
-    try:
-        import torch
-        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # a driver problem must not lose the results
-        info["cuda"] = []
+    info["cuda"] = gpu_names()
     try:
         import ray
         if ray.is_initialized():

@@ -3,6 +3,7 @@ tensors claim a CUDA device (as a GPU trial's would) and writes best/*.pt on the
 counts fractional GPUs as Ray does; a trial refuses a GPU that CUDA cannot use and falls
 back to the CPU only where no GPU device exists."""
 import io
+import os
 import zipfile
 
 import pytest
@@ -182,3 +183,21 @@ def test_a_gpu_trial_saves_what_the_driver_reads_on_the_cpu(tiny_data, tmp_path)
     torch.save(meta, tmp_path / META_FILE)
     weights = trainable.load_weights(tune.Checkpoint.from_directory(str(tmp_path)))
     assert all(v.device == CPU for v in weights.values())
+
+
+def test_provenance_names_the_gpus_without_a_cuda_context_in_the_driver(tmp_path, monkeypatch):
+    """The driver asks nvidia-smi, not torch.cuda (which would hold GPU memory the trials share)."""
+    import subprocess
+    import sys
+
+    from orchestrator import provenance
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3'\necho 'NVIDIA H100 80GB HBM3'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert provenance.gpu_names() == ["NVIDIA H100 80GB HBM3"] * 2
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert provenance.gpu_names() == []
+    code = ("import sys, torch; from orchestrator.provenance import hardware; hardware(); "
+            "sys.exit(torch.cuda.is_initialized())")
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
