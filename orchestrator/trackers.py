@@ -90,15 +90,19 @@ def wandb_key() -> str | None:
     return entry[2] if entry else None
 
 
-def at_optimizer_step(result: dict, previous: dict | None, x_axis: str = TIMESTEPS_TOTAL) -> dict:
+def at_optimizer_step(result: dict, previous: dict | None, x_axis: str = TIMESTEPS_TOTAL) -> dict | None:
     """What a tracker logs of a report: at the optimizer step (Tune's loggers take TIMESTEPS_TOTAL,
     else the report's count, as their x axis), so that curves of runs with other record_every
     line up; less what the report before, at the same step, logged with the same value (a run's
-    final report repeats its last record, with test accuracy added)."""
+    final report repeats its last record, with test accuracy added). None: a trial that resumed
+    from a checkpoint before the last logged step repeats records already logged (exactly)."""
     step = result.get(M.STEP)
     if step is None:
         return result
-    if previous is not None and previous.get(M.STEP) == step:
+    last = None if previous is None else previous.get(M.STEP)
+    if last is not None and step < last:
+        return None
+    if last == step:
         result = {k: v for k, v in result.items() if k not in previous or previous[k] != v}
     return {**result, x_axis: step}
 
@@ -112,6 +116,8 @@ class OptimizerSteps:
         previous = getattr(self, "_reported", {})
         self._reported = previous
         logged = at_optimizer_step(result, previous.get(trial), self.x_axis)
+        if logged is None:  # logged before the trial resumed from an earlier checkpoint
+            return
         super().log_trial_result(iteration, trial, {k: v for k, v in logged.items() if k not in self.dropped})
         previous[trial] = result
 

@@ -117,6 +117,10 @@ def test_reports_are_logged_at_their_optimizer_step_once():
     assert trackers.at_optimizer_step(final, record) == {M.TEST_ACC: 0.4, M.DONE: 1, M.TRAIN_SECONDS: 3.5,
                                                          "timesteps_total": 20}
     assert trackers.at_optimizer_step({"x": 1}, None) == {"x": 1}  # no step: Tune's own count
+    # a trial resumed from its checkpoint at step 10 reports step 10 and 20 again: logged once
+    earlier = {M.STEP: 10, M.EPOCH: 1.0, M.VAL_ACC: 0.3, M.TRAIN_SECONDS: 1.0}
+    assert trackers.at_optimizer_step(earlier, record) is None
+    assert trackers.at_optimizer_step(record, record) == {"timesteps_total": 20}
 
 
 def test_a_pack_reports_each_repeats_recorded_metrics():
