@@ -112,8 +112,9 @@ def tune_report(results: dict, out: Path, study) -> dict:
              f"The search ({spec.describe()}) trained {len(table)} candidates to the end, one run each with the "
              f"stage's seed, on validation data only ({failed} failed).",
              f"Chosen: {chosen['candidate']} ({', '.join(f'{k}={_short(v)}' for k, v in chosen['changes'].items())}), "
-             f"the best last {spec.metric} among the candidates that completed (a candidate stopped early trained "
-             f"less: its score is not comparable). It was trained again with {final.n} repeat(s) on seeds the "
+             f"the best last {spec.metric} among the candidates that completed"
+             + (" (a candidate stopped early trained less: its score is not comparable)" if spec.scheduler else "")
+             + f". It was trained again with {final.n} repeat(s) on seeds the "
              f"search never used; those runs are the study's only test-set scores."]
     caption = (f"Each candidate's {spec.metric} over epochs: the chosen one thick, those ASHA stopped dashed and "
                f"ending in a cross where they were stopped.")
