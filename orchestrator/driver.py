@@ -32,6 +32,7 @@ from orchestrator.report import DONE_FILE, report_unfinished, save_records, writ
 from results.io import write_csv, write_json
 from search_spaces.plan import Run
 from search_spaces.study import Study
+from search_spaces.tune_search import TuneSearch
 from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, prepare
@@ -192,7 +193,10 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
     for planned in study.plan.stages:
         stage = planned.stage
         if planned.kind == "search":  # trials asked for as results come in
-            from orchestrator.search_stage import run_search
+            if isinstance(stage.search, TuneSearch):  # Tune's searchers and schedulers
+                from orchestrator.tune_search import run_tune_search as run_search
+            else:                                     # one setting at a time
+                from orchestrator.search_stage import run_search
             results[stage.name] = run_search(study, stage, opts, datasets, done, rows)
             plans[stage.name] = [{"stage": r.stage, "group": r.group, "repeat": r.repeat, **r.config}
                                  for r in results[stage.name]]

@@ -33,6 +33,7 @@ from results.aggregate import aggregate_groups
 from results.document import compact_table, distinct_runs, unscored
 from results.io import write_json
 from search_spaces.study import Study
+from workloads import metrics as M
 from workloads.config import ConfigError
 from workloads.data import load_cifar10, resolve_data_dir
 
@@ -104,6 +105,7 @@ def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
     records = [r for recs in summary["results"].values() for r in recs]
     runs = distinct_runs(records)   # the runs trained: a prefix-served result is no run
     finished = sum(r.finished for r in runs)
+    stopped = sum(r.status == M.STOPPED_EARLY for r in runs)  # a search's candidates ASHA stopped
     blind = sum(unscored(a) for a in aggregate_groups(records, select=study.select).values())
     table = compact_table(study, summary["results"])
     lines = [table.astype(str).to_string(index=False)] if len(table) else []
@@ -111,7 +113,8 @@ def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
         lines.append(f"(and {blind} groups that left the test set alone: their validation accuracy is in the report)")
     lines.append(f"finished: {finished} of {len(runs)} runs"
                  + (f" ({len(records)} results)" if len(records) != len(runs) else "")
-                 + (f", {len(runs) - finished} diverged" if finished < len(runs) else ""))
+                 + (f", {stopped} stopped early by the search's scheduler" if stopped else "")
+                 + (f", {len(runs) - finished - stopped} diverged" if finished + stopped < len(runs) else ""))
     lines += [f"diverged: {line}" for line in summary.get("diverged", [])]
     lines += [f"report: {out / 'report.html'} and report.md (written in {summary['report_s']:.1f} s)",
               f"results in {out}"]

@@ -38,7 +38,7 @@ class RunRecord:
     # Its final model weights: a state_dict, or a function that loads it from the run's
     # checkpoint (the driver keeps no weights in memory); None for a prefix of a longer run.
     weights: Any = None
-    status: str = M.FINISHED     # or M.DIVERGED
+    status: str = M.FINISHED     # or M.DIVERGED, or M.STOPPED_EARLY (a search's candidate ASHA stopped)
     parameters: int = 0          # of the model that ran
     train_seconds: float = 0.0   # training time, evaluation excluded
     changes: str = ""            # what its group changes, in words
@@ -76,7 +76,12 @@ class GroupAggregate:
 
     @property
     def n_diverged(self) -> int:
-        return sum(not r.finished for r in self.runs)
+        return sum(r.status == M.DIVERGED for r in self.runs)
+
+    @property
+    def n_stopped(self) -> int:
+        """Runs a search's scheduler (ASHA) stopped before their end."""
+        return sum(r.status == M.STOPPED_EARLY for r in self.runs)
 
     @property
     def n_test(self) -> int:
@@ -166,10 +171,13 @@ def summary_table(aggs: dict[str, GroupAggregate], extra: dict[str, dict] | None
 
 
 def status_text(a: GroupAggregate) -> str:
+    if a.n_stopped:
+        epochs = ", ".join(f"{r.final(M.EPOCH):.3g}" for r in a.runs if r.status == M.STOPPED_EARLY)
+        return f"{M.STOPPED_EARLY} {a.n_stopped}/{len(a.runs)} (epoch {epochs})"
     if not a.n_diverged:
         return M.FINISHED if a.n_test == a.n else f"{M.FINISHED}, test not scored" + (
             f" ({a.n - a.n_test}/{a.n})" if a.n_test else "")
-    steps = ", ".join(str(r.diverged_at) for r in a.runs if not r.finished)
+    steps = ", ".join(str(r.diverged_at) for r in a.runs if r.status == M.DIVERGED)
     return f"{M.DIVERGED} {a.n_diverged}/{len(a.runs)} (step {steps})"
 
 

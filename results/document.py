@@ -124,8 +124,7 @@ def asked(study, results: dict, quick: bool, command_line: tuple) -> list:
             varies = "computed from earlier stages: " + (changes_from(base, recs[0].config, fixed) if recs
                                                           else "not reached")
         elif stage.search is not None:
-            varies = (f"one setting at a time, chosen on {stage.search.metric}: "
-                      + ", ".join(setting.name for setting in stage.search.settings))
+            varies = stage.search.describe()
         elif stage.variants:
             varies = f"{len(stage.variants)} named variants of the base"
         else:
@@ -172,8 +171,9 @@ def group_table(study, aggs: dict, stage_of: dict) -> pd.DataFrame:
 
 
 def unscored(agg) -> bool:
-    """A group whose runs finished and left the test set alone (`score_test=false`)."""
-    return bool(agg.n) and not agg.n_test
+    """A group whose runs finished (or were stopped early by a search's scheduler) and left the
+    test set alone (`score_test=false`)."""
+    return (bool(agg.n) or any(r.status == M.STOPPED_EARLY for r in agg.runs)) and not agg.n_test
 
 
 def compact_table(study, results: dict) -> pd.DataFrame:
@@ -275,7 +275,7 @@ def problems(records: list, failed) -> list:
     several groups (identical settings) is listed once."""
     rows = []
     for r in distinct_runs(records):
-        if r.finished:
+        if r.finished or r.status == M.STOPPED_EARLY:  # a search's choice, in its own table
             continue
         last = r.curves.iloc[-1].to_dict() if len(r.curves) else {}
         rows.append({"run": f"{r.group}_r{r.repeat}", "stage": r.stage, "status": r.status,

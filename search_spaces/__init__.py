@@ -12,7 +12,8 @@ from workloads.registry import ConfigError
 
 # name -> the module whose STUDY it is, in the order `list` shows them
 BUILT_IN = {"part3": "part3", "part4": "part4", "part5": "part5", "hw2": "hw2", "elec5307": "elec5307",
-            "resnet": "resnet", "coordinate": "coordinate"}
+            "resnet": "resnet", "coordinate": "coordinate",
+            "tune": "tune"}
 
 
 def get_study(name: str):

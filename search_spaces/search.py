@@ -81,6 +81,10 @@ class Search:
                 pass  # a combination no trial can have
         return out
 
+    def describe(self) -> str:
+        """What varies in the stage, for the report's table of stages."""
+        return f"one setting at a time, chosen on {self.metric}: " + ", ".join(s.name for s in self.settings)
+
     def plan_lines(self, stage: str, repeats: int) -> list[str]:
         """What `plan` says of a search stage: its settings and values, in order."""
         lines = [f"stage {stage}: one setting at a time on {self.metric} (mean of {repeats} repeat(s); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import sys
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 
 from search_spaces import studies
 from search_spaces.search import canonical
+from search_spaces.tune_search import Choice, TuneSearch
 from workloads.models import SubsampledConv2d, build_model
 from workloads.numerics import ConvCase, cases_of, error_ratio, measure, run_cases
 from workloads.vectorized import can_vectorize
@@ -27,11 +29,17 @@ REPORTED = ConvCase(4, 8, (1, 1), (2, 2), (0, 0), (32, 32), 32, bias=False)
 
 def trial_configs():
     """Every config the built-in studies plan, full and --quick; for a search stage, each of
-    its values applied to the search's starting config (later steps start elsewhere)."""
+    its values applied to the search's starting config (later steps start elsewhere), for a
+    Tune search each combination of its choices (batch sizes; its other keys are no shapes)."""
     for study in studies().values():
         for variant in (study, study.with_quick()):
             for stage in variant.stages:
-                if stage.search is not None:
+                if isinstance(stage.search, TuneSearch):  # every combination of its choices
+                    base = variant.stage_config(stage)
+                    choices = {k: d.values for k, d in stage.search.space if isinstance(d, Choice)}
+                    for combo in itertools.product(*choices.values()):
+                        yield base.override(dict(zip(choices, combo)))
+                elif stage.search is not None:
                     base = variant.stage_config(stage)
                     for setting in stage.search.settings:
                         for _, changes in setting.values:

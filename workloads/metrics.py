@@ -30,6 +30,9 @@ FIRST_LAYER = "first_layer"     # the first layer's weights at the end of the ru
 # In the final report of a run only.
 DONE = "done_training"          # 1 on the final report
 STATUS = "run_status"           # FINISHED or DIVERGED (Tune keeps "status" for its own)
+# A search's candidate that a scheduler (ASHA) stopped before its end: curves up to there, no final
+# report; a RunRecord's status, never a run's own.
+STOPPED_EARLY = "stopped_early"
 DIVERGED_AT = "diverged_at_step"  # the step whose loss was not finite
 PARAMETERS = "parameters"       # of the model that ran
 FINISHED, DIVERGED = "finished", "diverged"
