@@ -11,7 +11,6 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.cli import main
-from orchestrator.commands import plan_lines
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
 from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_scheduler
@@ -33,7 +32,7 @@ def test_the_tune_study_and_its_options():
     changed = study.with_overrides({"searcher": "optuna", "scheduler": "none", "samples": "4"}) \
         if importlib.util.find_spec("optuna") else study.with_overrides({"scheduler": "none", "samples": "4"})
     assert changed.stages[0].search.scheduler is None and changed.stages[0].search.num_samples == 4
-    lines = plan_lines(study.with_quick())
+    lines = study.with_quick().plan.lines()
     assert lines[1].startswith("stage search: random search (Tune's BasicVariantGenerator), 6 candidates")
     assert "ASHA (grace period 0.5 epochs, reduction factor 2)" in lines[2]
     assert "  lr             loguniform(0.001, 0.2)" in lines
