@@ -27,9 +27,12 @@ from workloads.data import CLASSES, NORMALIZATIONS, TEST_IMAGES, TRAIN_IMAGES
 from workloads.models import ACTIVATIONS, ARCHS, INITS, build_model, check_shapes, parse_spec
 from workloads.registry import ConfigError, split_list
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
+__all__ = ["LIST_FIELDS", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
 
 PRECISIONS = ("float32", "tf32", "bfloat16")  # TrainConfig.precision
+# str fields whose one value is a comma-separated list (`augment=flip,crop` is one setting): a
+# comma in any other key's value lists values of a grid axis (search_spaces.study.with_overrides).
+LIST_FIELDS = ("metrics", "augment", "spec")
 
 
 @dataclass(frozen=True)
