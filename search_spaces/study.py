@@ -92,7 +92,7 @@ class Figure:
     """A figure a study's report draws: some groups' curves, one panel per metric."""
     name: str                     # the file: <name>.png
     title: str
-    groups: tuple                 # group names, in legend order
+    groups: tuple = ()            # group names, in legend order; (): every group
     metrics: tuple = (M.LOSS, M.TRAIN_ACC, M.TEST_ACC)
     log: tuple = ()               # metrics drawn on a log scale
     overlay: tuple = ()           # metrics drawn together in one more panel (training against test)
