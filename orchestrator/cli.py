@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         stray = [r for r in rest if "=" not in r or r.startswith("-")]
         if stray:
             raise UsageError(f"unrecognized arguments: {' '.join(stray)}")
+        if any("=" in name for name in getattr(args, "studies", ())):
+            rest.append("=")  # `list` names studies; a key=value is no study
         if rest and not hasattr(args, "overrides"):
             raise UsageError(f"{args.command} takes no key=value overrides")
         if rest:
