@@ -76,4 +76,10 @@ def split_values(raw) -> list:
 
 
 def label(value) -> str:
-    return str(value).replace("/", "-")
+    """A value as part of a group's name, which names folders and files: one's own model
+    `pkg.mod:factory` as `mod.factory`."""
+    text = str(value)
+    if ":" in text and "=" not in text:  # arch=package.module:factory, not a component's parameters
+        module, _, factory = text.partition(":")
+        text = f"{module.rsplit('.', 1)[-1]}.{factory}"
+    return text.replace("/", "-")
