@@ -65,6 +65,7 @@ def load_study(path: str, text: str) -> Study:
     """The study a file's `text` defines; `path` names it in errors and in the record."""
     try:
         study = _python_study(path, text) if str(path).endswith(".py") else _yaml_study(path, text)
+        study.with_overrides({})  # every planned trial built and checked: a bad value names the file
     except ConfigError as e:
         message = str(e)
         raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
@@ -92,7 +93,7 @@ def _yaml_study(path: str, text: str) -> Study:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    doc = _mapping(doc, "the file", STUDY_KEYS)
+    doc = _mapping(doc, "", STUDY_KEYS)
     for key in ("name", "stages"):
         if key not in doc:
             raise ConfigError(f"{key}: missing (a study needs a name and its stages)")
@@ -119,10 +120,9 @@ def _stage(doc, where: str) -> Stage:
     if "name" not in doc:
         raise ConfigError(f"{where}.name: missing")
     where = f"stages.{doc['name']}"
-    axes = tuple((key, tuple(_value(key, v, f"{where}.axes.{key}") for v in _list(values, f"{where}.axes.{key}")))
+    axes = tuple((_known(key, f"{where}.axes"), tuple(_value(key, v, f"{where}.axes.{key}")
+                                                      for v in _list(values, f"{where}.axes.{key}")))
                  for key, values in _mapping(doc.get("axes", {}), f"{where}.axes").items())
-    for key, _ in axes:
-        _known(key, f"{where}.axes")
     variants = tuple(_variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_list(doc.get("variants", []),
                                                                                       f"{where}.variants")))
     group_name = doc.get("group_name")
@@ -191,11 +191,12 @@ def _known(key, where: str) -> str:
 def _mapping(doc, where: str, keys: tuple = ()) -> dict:
     if doc is None:
         return {}
+    at = f"{where}: " if where else ""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: expected a mapping (key: value), got {type(doc).__name__}")
+        raise ConfigError(f"{at}expected a mapping (key: value), got {type(doc).__name__}")
     unknown = [k for k in doc if keys and k not in keys]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(keys)}")
+        raise ConfigError(f"{at}unknown key {unknown[0]!r}; known: {', '.join(keys)}")
     return doc
 
 
