@@ -166,3 +166,20 @@ def test_own_model_runs_quick_vectorized_and_evaluates(ray_local, data_dir, tmp_
     capsys.readouterr()
     assert main(["evaluate", str(out / "best" / "own_model.small.pt"), "--data-dir", str(data_dir)]) == 0
     assert f"({OWN}:small," in capsys.readouterr().out
+
+
+def test_resume_reads_the_text_the_sweep_kept(tmp_path):
+    from orchestrator.request import Request
+    from orchestrator.sweeps import study_file, with_saved
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINIMAL)
+    first = Request(str(path), ("repeats=2",))
+    saved = {"study": str(path), "quick": False, "overrides": ["repeats=2"], "storage": None, "log": [],
+             **study_file(first.resolve_study())}
+    path.unlink()                                   # moved away: the kept text still runs
+    again = with_saved(Request(str(tmp_path / "moved.yaml"), resume=True), saved)
+    assert again.study_text == MINIMAL and len(again.resolve_study().stage_trials(
+        again.resolve_study().stages[0], {})) == 8
+    path.write_text("name: other\nstages: [{name: s}]\n")   # another study at that path: refused
+    with pytest.raises(ConfigError, match="started with study"):
+        with_saved(Request(str(path), resume=True), saved)
