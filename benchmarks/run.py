@@ -54,7 +54,6 @@ from benchmarks.tables import Row, comparisons, machine, settings_line, table
 from orchestrator.experiment import TRIALS_FILE
 from orchestrator.trainable import FINISHED, STARTED
 from search_spaces import get_study
-from search_spaces.hw2 import STUDY as HW2, TUTORIAL
 from search_spaces.study import Stage, Study
 from workloads.config import TrialConfig
 from workloads.data import load_cifar10, prepare, resolve_data_dir
@@ -73,8 +72,9 @@ def bench_study(size: str, steps: int, repeats: int | None, archs: str | None,
     what every row runs."""
     if name == "hw2":
         sizes = {"epochs": 1, "train_subset": (steps or 1000) * 4, "test_subset": 1000, "train_eval_size": 500}
+        hw2 = get_study("hw2")
         study = Study("hw2-tutorial", "the tutorial's net and recipe", (Stage("tutorial"),),
-                      base=TUTORIAL, repeats=repeats or 10, select=HW2.select)  # hw2 has no validation split
+                      base=hw2.base, repeats=repeats or 10, select=hw2.select)  # hw2 has no validation split
         return study.with_overrides({**sizes, **(extra or {})})
     study = get_study("part3")
     overrides: dict = {}

@@ -2,6 +2,8 @@
 
     python -m orchestrator list
     python -m orchestrator plan part3 --quick repeats=3
+    python -m orchestrator plan part3 lr=0.001,0.0005         # a new axis: twice the trials
+    python -m orchestrator sweep docs/examples/my_study.yaml --quick   # a study file
     python -m orchestrator sweep part3 --quick [--data-dir DIR] [key=value ...]
     python -m orchestrator sweep part3 --resume --out runs/part3/20261123-141500
     python -m orchestrator sweep part3 --address auto --storage /mnt/shared/runs   # on a cluster
@@ -48,10 +50,12 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m orchestrator", description="Sweeps of CIFAR-10 studies on Ray Tune.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    sub.add_parser("list", help="the studies and their trial counts")
+    ls = sub.add_parser("list", help="the studies and their trial counts")
+    ls.add_argument("studies", nargs="*", metavar="STUDY", help="these alone (names or study files)")
     for name in ("plan", "sweep"):
         s = sub.add_parser(name, help="print the trial grid" if name == "plan" else "run a study")
-        s.add_argument("study", help="a built-in study: " + ", ".join(BUILT_IN))
+        s.add_argument("study", help="a built-in study (" + ", ".join(BUILT_IN) + ") or a study file, "
+                                     "PATH.yaml or PATH.py (docs/examples/my_study.yaml)")
         s.add_argument("overrides", nargs="*", metavar="key=value")
         s.add_argument("--quick", action="store_true", help="the same path, small: minutes on a laptop")
         if name == "sweep":
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         stray = [r for r in rest if "=" not in r or r.startswith("-")]
         if stray:
             raise UsageError(f"unrecognized arguments: {' '.join(stray)}")
+        if any("=" in name for name in getattr(args, "studies", ())):
+            rest.append("=")  # `list` names studies; a key=value is no study
         if rest and not hasattr(args, "overrides"):
             raise UsageError(f"{args.command} takes no key=value overrides")
         if rest:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.request import Request
-from search_spaces import studies
+from search_spaces import get_study, studies
 from search_spaces.study import Study
 from workloads.data import load_cifar10, resolve_data_dir
 from workloads.registry import ConfigError
@@ -20,12 +20,14 @@ def resolve_study(args) -> Study:
 
 
 def saved_study(saved: dict) -> Study:
-    """The study a sweep ran, from its sweep.json."""
-    return Request(saved["study"], tuple(saved["overrides"]), quick=saved["quick"]).resolve_study()
+    """The study a sweep ran, from its sweep.json (a study file from the text it kept)."""
+    return Request(saved["study"], tuple(saved["overrides"]), quick=saved["quick"],
+                   study_text=saved.get("study_file", {}).get("text")).resolve_study()
 
 
 def cmd_list(args, argv=None) -> int:
-    for name, study in studies().items():
+    chosen = {name: get_study(name) for name in args.studies} if args.studies else studies()
+    for name, study in chosen.items():
         print(f"{name:<10} {study.plan.count():>8} trials ({study.with_quick().plan.count()} quick)  "
               f"{study.description}")
     return 0
@@ -78,8 +80,9 @@ def cmd_report(args, argv) -> int:
 def cmd_compare(args, argv=None) -> int:
     from orchestrator.report import compare_lines, finished_run
     a, b = finished_run(args.run_a), finished_run(args.run_b)
-    if a[1]["study"] != b[1]["study"]:
-        raise ConfigError(f"{a[0]} is a run of {a[1]['study']} and {b[0]} of {b[1]['study']}: "
+    named = [saved.get("study_name", saved["study"]) for _, saved, _ in (a, b)]
+    if named[0] != named[1]:
+        raise ConfigError(f"{a[0]} is a run of {named[0]} and {b[0]} of {named[1]}: "
                          f"compare two runs of the same study")
     print("\n".join(compare_lines(a, b, saved_study(a[1]).select)))
     return 0

@@ -35,6 +35,7 @@ from search_spaces.study import Study
 from search_spaces.tune_search import TuneSearch
 from workloads import metrics as M
 from workloads.config import ConfigError
+from workloads.imported import is_imported, module_of
 from workloads.data import load_cifar10, prepare
 
 def check_fresh(study: Study, opts: Options) -> None:
@@ -46,7 +47,16 @@ def check_fresh(study: Study, opts: Options) -> None:
                               f"(or --resume to finish that sweep)")
 
 
-def init_ray(opts: Options) -> bool:
+def own_models(study: Study) -> list:
+    """The packages of the study's own models (`arch=package.module:factory`) for a cluster's
+    workers (Ray's py_modules); a local Ray's workers import from the driver's folder."""
+    archs = {study.base_config().model.arch} | {t.config.model.arch for s in study.stages if s.planned
+                                                 for t in study.stage_trials(s, {})}
+    modules = {module_of(a) for a in archs if is_imported(a)}
+    return [m for m in modules if getattr(m, "__file__", None)]
+
+
+def init_ray(opts: Options, study: Study | None = None) -> bool:
     """Start or join Ray; True when this call started it (and so should stop it)."""
     import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -67,7 +77,9 @@ def init_ray(opts: Options) -> bool:
         return False
     if opts.address:
         try:
-            ray.init(address=opts.address, **chatter)
+            shipped = own_models(study) if study is not None else []
+            ray.init(address=opts.address, **({"runtime_env": {"py_modules": shipped}} if shipped else {}),
+                     **chatter)
         except ConnectionError as e:  # e.g. "auto" with no cluster on this machine
             raise ConfigError(f"--address {opts.address}: {str(e).strip().splitlines()[0]}") from None
     else:  # "local": never join a cluster that `ray start` left on this machine
@@ -170,7 +182,7 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=No
     tune_imported = datasets.pool.submit(importlib.import_module, "ray.tune")
     ours = False
     try:
-        ours = init_ray(opts)
+        ours = init_ray(opts, study)
         tune_imported.result()
         if not opts.resume:
             check_fresh(study, opts)

@@ -113,4 +113,5 @@ def provenance(study, opts, plans: dict, argv, started: float | None = None, row
             "wall_s": round(finished - started, 1) if started else None,
             "code_version": code["describe"], "code": code, "libraries": library_versions(),
             "hardware": hardware(), "placement": placement(rows or []), "numerics": numerics(rows or []),
-            "options": {k: str(v) for k, v in asdict(opts).items()}, "trials": plans}
+            "options": {k: str(v) for k, v in asdict(opts).items()}, "trials": plans,
+            **({"study_file": {"path": study.source, "text": study.text}} if study.text else {})}

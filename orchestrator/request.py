@@ -3,13 +3,14 @@
 
     request = Request("part3", ("repeats=2", "archs=mlp_1,cnn_3"), quick=True)
     request.resolve_study()      # the study with the overrides applied and checked
+    Request("docs/examples/my_study.yaml", quick=True)   # a study file (search_spaces/files.py)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search_spaces import get_study
+from search_spaces import get_study, is_study_file
 from search_spaces.study import Study
 from workloads.registry import ConfigError
 
@@ -18,7 +19,7 @@ from workloads.registry import ConfigError
 class Request:
     """What a sweep is asked to do: the study, its overrides as typed (`key=value`), and
     where and how it runs. sweep.json keeps study, quick, overrides and log: --resume runs them."""
-    study: str
+    study: str                       # a built-in study's name, or a study file's path
     overrides: tuple = ()            # ("repeats=2", "archs=mlp_1,cnn_3", ...)
     quick: bool = False
     resume: bool = False
@@ -35,6 +36,9 @@ class Request:
     log: tuple = ()                  # --log: ("mlflow", "wandb:PROJECT", ...), orchestrator/trackers.py
     verbose: int = 1                 # 0 quiet, 1 a progress line per stage, 2 Tune's table
     argv: tuple = field(default=(), compare=False)  # the command line, for provenance
+    # A study file's content as a sweep kept it (sweep.json): read instead of the file, so that
+    # --resume and `report` run what the sweep started with, wherever the file is now.
+    study_text: str | None = None
 
     def overrides_dict(self) -> dict:
         out = {}
@@ -45,8 +49,13 @@ class Request:
             out[key.strip()] = value
         return out
 
+    @property
+    def study_name(self) -> str:
+        """What names the study's runs (runs/NAME/...): a study file's `name`."""
+        return get_study(self.study, self.study_text).name if is_study_file(self.study) else self.study
+
     def resolve_study(self) -> Study:
-        return get_study(self.study).with_overrides(self.overrides_dict(), quick=self.quick)
+        return get_study(self.study, self.study_text).with_overrides(self.overrides_dict(), quick=self.quick)
 
     def resume_command(self, out: Path) -> str:
         return f"python -m orchestrator sweep {self.study} --resume --out {out}"

@@ -32,6 +32,7 @@ from orchestrator.trackers import parse as parse_trackers
 from results.aggregate import aggregate_groups
 from results.document import compact_table, distinct_runs, unscored
 from results.io import write_json
+from search_spaces import is_study_file
 from search_spaces.study import Study
 from workloads import metrics as M
 from workloads.config import ConfigError
@@ -83,7 +84,7 @@ def run(request: Request) -> FinishedSweep:
         if not saved:
             write_json(out / SWEEP_FILE, {"study": request.study, "quick": request.quick,
                                           "overrides": list(request.overrides), "storage": opts.storage,
-                                          "log": [t.spec for t in trackers]})
+                                          "log": [t.spec for t in trackers], **study_file(study)})
         try:
             summary = run_study(study, opts, list(request.argv), raw=raw)
         except ConfigError:  # refused before any trial ran (cluster, resources, storage)
@@ -98,6 +99,12 @@ def run(request: Request) -> FinishedSweep:
         except (KeyboardInterrupt, Interrupted):
             raise Interrupted(f"interrupted; finish it with: {request.resume_command(out)}") from None
     return FinishedSweep(out, study, summary)
+
+
+def study_file(study: Study) -> dict:
+    """What sweep.json keeps of a study file: its name, path and content (what --resume and
+    `report` read, so that the file may change or move afterwards)."""
+    return {"study_name": study.name, "study_file": {"path": study.source, "text": study.text}} if study.text else {}
 
 
 def closing_lines(study: Study, summary: dict, out: Path) -> list[str]:
@@ -126,13 +133,14 @@ def output_folder(request: Request) -> Path:
     if request.out:
         out = Path(request.out)
     elif request.resume:
-        runs = sorted(p for p in Path("runs", request.study).glob("*") if (p / SWEEP_FILE).exists())
+        name = request.study_name
+        runs = sorted(p for p in Path("runs", name).glob("*") if (p / SWEEP_FILE).exists())
         if not runs:
-            raise ConfigError(f"--resume: no earlier run of {request.study} under runs/{request.study}/")
+            raise ConfigError(f"--resume: no earlier run of {name} under runs/{name}/")
         out = runs[-1]
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs", request.study, stamp + ("-quick" if request.quick else ""))
+        out = Path("runs", request.study_name, stamp + ("-quick" if request.quick else ""))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file, not a folder; choose another --out")
     if (out / DONE_FILE).exists() and not request.resume:
@@ -146,7 +154,7 @@ def output_folder(request: Request) -> Path:
 def with_saved(request: Request, saved: dict) -> Request:
     """A resumed sweep runs what was first asked for; a request that asks for something
     else is refused rather than silently mixed in."""
-    asked = {"study": request.study, "overrides": request.overrides_dict(),
+    asked = {"study": saved_name(request.study, saved), "overrides": request.overrides_dict(),
              "storage": resolve_storage(request.storage), "log": [t.spec for t in parse_trackers(request.log)]}
     first = {"study": saved["study"], "overrides": Request(saved["study"], tuple(saved["overrides"])).overrides_dict(),
              "storage": saved.get("storage"), "log": saved.get("log", [])}
@@ -156,8 +164,19 @@ def with_saved(request: Request, saved: dict) -> Request:
                               f"not {asked[key]!r}; leave it out to finish the sweep as started")
     if request.quick and not saved["quick"]:
         raise ConfigError("--resume: this sweep was started without --quick")
-    return replace(request, quick=saved["quick"], overrides=tuple(saved["overrides"]), storage=first["storage"],
+    return replace(request, study=saved["study"], study_text=saved.get("study_file", {}).get("text"),
+                   quick=saved["quick"], overrides=tuple(saved["overrides"]), storage=first["storage"],
                    log=tuple(first["log"]))
+
+
+def saved_name(study: str, saved: dict) -> str:
+    """A resumed study file may have moved or changed since (the sweep runs the text it kept):
+    any path to it will do, unless it now holds another study."""
+    if not (saved.get("study_file") and is_study_file(study)):
+        return study
+    if Path(study).is_file() and Request(study).study_name != saved["study_name"]:
+        return Request(study).study_name
+    return saved["study"]
 
 
 def resolve_storage(value: str | None) -> str | None:

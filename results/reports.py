@@ -254,7 +254,7 @@ def variants_report(results: dict, out: Path, study) -> dict:
     write_csv(out / "curves.csv", curves_table(aggs))
     figures = []
     for f in study.figures:
-        chosen = {g: aggs[g] for g in f.groups if g in aggs}
+        chosen = {g: aggs[g] for g in f.groups or aggs if g in aggs}  # groups=(): every group
         if chosen:
             path = out / f"{f.name}.png"
             plot_comparison(chosen, f.metrics, path, test_bars=False, title=f.title, x=M.EPOCH, log=f.log,

@@ -29,7 +29,8 @@ sorted from high to low, so `lr=0.2,0.02,0.002` moves the schedules too.
 from __future__ import annotations
 
 from results.plateau import SCHEDULE_RATIO, first_plateau, rates_of, schedule_epochs, second_plateau
-from search_spaces.part3 import ASSIGNMENT, STUDY as PART3
+from search_spaces import get_study
+from search_spaces.recipes import ASSIGNMENT
 from search_spaces.study import Report, Stage, Study
 from workloads.config import ConfigError
 
@@ -40,6 +41,7 @@ BASE = ASSIGNMENT + (("arch", "cnn_4"), ("optimizer", "sgd"), ("lr", RATES[0]), 
 # The Adam stage: what part3's base sets that BASE changes or lacks (Adam, 15 epochs, training
 # accuracy on the whole split) at Adam's default rate; its trials are then part3's very configs
 # for the architecture (tests/test_part5.py checks that).
+PART3 = get_study("part3")
 PART3_RECIPE = tuple((k, v) for k, v in PART3.base if dict(BASE).get(k) != v) + (("lr", 0.0),)
 EXCLUDED_ARCHS = ("mlp_1",)   # the assignment leaves it out of part5
 

@@ -16,7 +16,11 @@ Overrides (`with_overrides`, the command line's key=value): a config key sets th
 base of every stage (or restricts a grid axis of that name), `STAGE.key` sets or
 restricts it in that stage alone (`part3.epochs=2`; `STAGE.repeats=N` sets a stage's own
 repeats, which `repeats=N` leaves alone where a stage has them), and a study may name options
-of its own (`Study.options`, e.g. elec5307's `sid`), each a function of the study.
+of its own (`Study.options`, e.g. elec5307's `sid`), each a function of the study. A list of
+values (`lr=0.01,0.001`) on a key that is no axis adds one to every stage (`STAGE.key=a,b` to
+one): each group at each value, named `<group>_lr0.01` (a text value: `<group>_adam`); the
+keys whose one value is a list (LIST_FIELDS: `augment=flip,crop`, `metrics`, `spec`) and
+tuples (`lr_schedule`, `snapshot_epochs`) keep their meaning.
 
 A stage with `search` (search_spaces/search.py) has no grid: a one-setting-at-a-time
 search asks for its trials as results come in (orchestrator/search_stage.py), and a
@@ -31,12 +35,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from workloads import metrics as M
+from search_spaces.axes import AXIS_ALIASES, is_value_list, label, split_values, stage_override, with_axis
 from search_spaces.plan import Plan, plan_of
 from workloads.config import FIELD_TYPES, FIELDS, SEED, ConfigError, TrialConfig, coerce
 
 # Study-level keys a user may override beside every TrialConfig field.
 STUDY_KEYS = ("repeats",)
-AXIS_ALIASES = {"archs": "arch"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class Figure:
     """A figure a study's report draws: some groups' curves, one panel per metric."""
     name: str                     # the file: <name>.png
     title: str
-    groups: tuple                 # group names, in legend order
+    groups: tuple = ()            # group names, in legend order; (): every group
     metrics: tuple = (M.LOSS, M.TRAIN_ACC, M.TEST_ACC)
     log: tuple = ()               # metrics drawn on a log scale
     overlay: tuple = ()           # metrics drawn together in one more panel (training against test)
@@ -119,7 +123,7 @@ class Stage:
     name: str
     axes: tuple = ()              # ((key, (value, ...)), ...): a grid, first key outermost
     fixed: tuple = ()             # ((key, value), ...): this stage's settings
-    variants: tuple = ()          # (Variant, ...): named groups instead of a grid
+    variants: tuple = ()          # (Variant, ...): named groups; with axes, each variant at every point
     # (earlier stages' results) -> {key: value or [values]} applied on top of fixed/axes
     derive: Callable[[Mapping[str, Any]], dict] | None = None
     prefix: str = ""              # "epochs": shorter runs are prefixes of the longest (see plan_runs)
@@ -133,8 +137,6 @@ class Stage:
         for key, _ in self.axes + self.fixed:
             if key not in FIELDS:
                 raise ConfigError(f"stage {self.name}: unknown key {key!r}")
-        if self.variants and self.axes:
-            raise ConfigError(f"stage {self.name}: a stage has axes or variants, not both")
         if self.prefix not in ("", "epochs"):
             raise ConfigError(f"stage {self.name}: prefix={self.prefix!r}: only 'epochs' can be shared")
         if self.search is not None and (self.axes or self.variants or self.derive or self.prefix or self.repeats):
@@ -172,6 +174,8 @@ class Study:
     # ((name, fn(study, raw value) -> Study), ...): keys of this study alone, applied after
     # the config overrides of the same call (elec5307's `sid` keeps the families it assigns).
     options: tuple = ()
+    source: str = ""              # the study file it was read from (search_spaces/files.py), if any
+    text: str = ""                # that file's content, kept with every sweep of it
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -184,6 +188,9 @@ class Study:
         missing = [s for s in (self.report.stages if self.report else ()) if s not in names]
         if missing:
             raise ConfigError(f"study {self.name}: its report reads stages {missing} it does not have")
+
+    def with_source(self, path: str, text: str) -> "Study":
+        return replace(self, source=path, text=text)
 
     def base_config(self) -> TrialConfig:
         return TrialConfig().override(dict(self.base))
@@ -204,12 +211,14 @@ class Study:
             elif key in options:
                 chosen_options.append((key, raw))
             elif dot and scope in {s.name for s in stages}:
-                stages = [_stage_override(s, AXIS_ALIASES.get(scoped, scoped), raw) if s.name == scope else s
+                stages = [stage_override(s, AXIS_ALIASES.get(scoped, scoped), raw) if s.name == scope else s
                           for s in stages]
             elif key in axis_keys:
-                chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in _split(raw))
+                chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in split_values(raw))
                 stages = [replace(s, axes=tuple((k, chosen if k == key else v) for k, v in s.axes))
                           for s in stages]
+            elif is_value_list(key, raw):
+                stages = [with_axis(s, key, raw) for s in stages]
             elif key in FIELDS:
                 base[key] = coerce(key, raw, FIELD_TYPES[key])  # parsed here, once
                 # A user's value wins over what a stage fixes.
@@ -260,44 +269,19 @@ class Study:
                     axes.pop(key, None)
                     cfg = cfg.override({key: value})
         keys = list(axes)
-        if stage.variants:
-            points = [(v.name, v.describes, v.applied(cfg)) for v in stage.variants]
+        grid = []
+        for values in itertools.product(*(axes[k] for k in keys)):
+            point = dict(zip(keys, values))
+            name = stage.group_name(point) if stage.group_name else "_".join(label(v) for v in values)
+            grid.append((name, point, ", ".join(f"{k}={v}" for k, v in point.items())))
+        if stage.variants:  # each variant at every grid point (the point wins: the user asked for it)
+            points = [("_".join(filter(None, (v.name, name))), ", ".join(filter(None, (v.describes, said))),
+                       v.applied(cfg).override(point)) for v in stage.variants for name, point, said in grid]
         else:
-            points = []
-            for values in itertools.product(*(axes[k] for k in keys)):
-                point = dict(zip(keys, values))
-                name = stage.group_name(point) if stage.group_name else "_".join(_label(v) for v in values)
-                points.append((name or stage.name, ", ".join(f"{k}={v}" for k, v in point.items()),
-                               cfg.override(point)))
+            points = [(name or stage.name, said, cfg.override(point)) for name, point, said in grid]
         trials = []
         for group, changes, point_cfg in points:
             for r in range(self.stage_repeats(stage)):
                 seeded = point_cfg.override({SEED: point_cfg.train.seed + r})
                 trials.append(Trial(stage.name, group, r, seeded, changes))
         return trials
-
-
-def _stage_override(stage: Stage, key: str, raw) -> Stage:
-    """`STAGE.key=value`: restricts that stage's axis `key`, sets `key` in its fixed settings, or
-    (`STAGE.repeats=N`) that stage's repeats."""
-    if key == "repeats":
-        n = coerce(f"{stage.name}.repeats", raw, int)
-        if n < 1:
-            raise ConfigError(f"{stage.name}.repeats must be >= 1, got {n}")
-        return replace(stage, repeats=n)
-    axes = dict(stage.axes)
-    if key in axes:
-        chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in _split(raw))
-        return replace(stage, axes=tuple((k, chosen if k == key else v) for k, v in stage.axes))
-    if key not in FIELDS:
-        raise ConfigError(f"unknown key {key!r} in {stage.name}.{key}; a stage takes config keys")
-    value = coerce(key, raw, FIELD_TYPES[key])
-    return replace(stage, fixed=tuple((k, v) for k, v in stage.fixed if k != key) + ((key, value),))
-
-
-def _split(raw) -> list:
-    return raw.split(",") if isinstance(raw, str) else list(raw)
-
-
-def _label(value) -> str:
-    return str(value).replace("/", "-")

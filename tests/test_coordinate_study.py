@@ -234,7 +234,7 @@ def small_study():
 def small(monkeypatch):
     import orchestrator.request
     study = small_study()
-    monkeypatch.setattr(orchestrator.request, "get_study", lambda name: study)  # where a request finds it
+    monkeypatch.setattr(orchestrator.request, "get_study", lambda name, text=None: study)  # where a request finds it
 
 
 def sweep(out, data_dir, *extra):

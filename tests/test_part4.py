@@ -15,7 +15,7 @@ from orchestrator.cli import main
 from results.aggregate import RunRecord
 from results.reports import part4_report
 from search_spaces import get_study
-from search_spaces.part4 import ARCH_NAMES as PART4_ARCHS
+from workloads.models import ASSIGNMENT_ARCHS as PART4_ARCHS
 from workloads import metrics as M
 from workloads.config import TrialConfig
 from workloads.models import ARCHS, build_model, first_layer, spec_of

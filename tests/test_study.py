@@ -83,8 +83,13 @@ def test_variant_stages_name_groups_by_variant_and_say_what_they_change():
         ("base_r0", "the base", 64, 0), ("base_r1", "the base", 64, 1),
         ("small_r0", "batch_size=16", 16, 0), ("small_r1", "batch_size=16", 16, 1),
         ("adam_r0", "Adam", 64, 0), ("adam_r1", "Adam", 64, 1)]
-    with pytest.raises(ConfigError, match="axes or variants, not both"):
-        Stage("x", axes=(("lr", (0.1,)),), variants=(Variant("a"),))
+    # With axes: each variant at every grid point (what `lr=0.1,0.2` on the command line makes of it).
+    both = Study("demo", "", stages=(Stage("x", axes=(("lr", (0.1, 0.2)),), variants=(
+        Variant("a"), Variant("b", (("batch_size", 16),)))),))
+    assert [(t.name, t.changes, t.config.train.lr, t.config.train.batch_size)
+            for t in both.stage_trials(both.stages[0], {})] == [
+        ("a_0.1_r0", "the base, lr=0.1", 0.1, 64), ("a_0.2_r0", "the base, lr=0.2", 0.2, 64),
+        ("b_0.1_r0", "batch_size=16, lr=0.1", 0.1, 16), ("b_0.2_r0", "batch_size=16, lr=0.2", 0.2, 16)]
     with pytest.raises(ConfigError, match="variant a: unknown key 'colour'"):
         Variant("a", (("colour", "red"),))
 

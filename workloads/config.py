@@ -24,12 +24,16 @@ from workloads import metrics as M
 from workloads.augment import AUGMENTATIONS, VIEWS
 from workloads.components import LOSSES, OPTIMIZERS, SCHEDULERS
 from workloads.data import CLASSES, NORMALIZATIONS, TEST_IMAGES, TRAIN_IMAGES
+from workloads.imported import factory_of, is_imported
 from workloads.models import ACTIVATIONS, ARCHS, INITS, build_model, check_shapes, parse_spec
 from workloads.registry import ConfigError, split_list
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
+__all__ = ["LIST_FIELDS", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "TrialConfig", "coerce"]
 
 PRECISIONS = ("float32", "tf32", "bfloat16")  # TrainConfig.precision
+# str fields whose one value is a comma-separated list (`augment=flip,crop` is one setting): a
+# comma in any other key's value lists values of a grid axis (search_spaces.study.with_overrides).
+LIST_FIELDS = ("metrics", "augment", "spec")
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,10 @@ class ModelConfig:
     init: str = "default"             # weight initialisation: workloads.models.INITS
 
     def __post_init__(self):
-        _check(self.arch in ARCHS or bool(self.spec), f"arch={self.arch!r}: choose from {', '.join(ARCHS)}")
+        _check(self.arch in ARCHS or bool(self.spec) or is_imported(self.arch),
+               f"arch={self.arch!r}: choose from {', '.join(ARCHS)}, or name one's own as package.module:factory")
+        if is_imported(self.arch):
+            factory_of(self.arch)  # importable, and a callable: one line now, before anything runs
         _canonical(self, "activation", ACTIVATIONS.canonical)
         _canonical(self, "init", INITS.canonical)
         _check(self.width > 0, "width must be > 0")

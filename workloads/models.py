@@ -30,6 +30,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from workloads.imported import build_imported, check_output, is_imported
 from workloads.registry import Registry
 
 ACTIVATIONS = Registry("activation")
@@ -238,7 +239,11 @@ def build_from_spec(spec, activation: str = "relu", in_shape=(3, 32, 32), width:
 
 def build_model(arch: str, activation: str = "relu", in_shape=(3, 32, 32), width: float = 1.0,
                 spec: str = "", init: str = "default") -> nn.Sequential:
-    """A preset by name, or `spec` (the body, without the prediction layer) when given."""
+    """A preset by name, or `spec` (the body, without the prediction layer) when given, or one's
+    own model (`arch=package.module:factory`, workloads/imported.py)."""
+    if is_imported(arch):
+        return initialise(build_imported(arch, in_shape, {"activation": activation, "width": width, "spec": spec}),
+                          init)
     tokens = parse_spec(spec) + (PREDICTION,) if spec else spec_of(arch)
     return initialise(build_from_spec(tokens, activation, in_shape, width), init)
 
@@ -247,6 +252,13 @@ def build_model(arch: str, activation: str = "relu", in_shape=(3, 32, 32), width
 def check_shapes(arch: str, activation: str, in_shape: tuple, width: float, spec: str) -> None:
     """ValueError (with the layer) when the model cannot take `in_shape` (a feature map
     shrinks to nothing): built on the meta device, so no memory and a few ms, once per model."""
+    if is_imported(arch):  # its output too; on the CPU if some layer has no meta kernel
+        try:
+            with torch.device("meta"):
+                check_output(arch, build_model(arch, activation, tuple(in_shape), width, spec), in_shape)
+        except (ValueError, NotImplementedError, RuntimeError):
+            check_output(arch, build_model(arch, activation, tuple(in_shape), width, spec), in_shape)
+        return
     with torch.device("meta"):
         build_model(arch, activation, tuple(in_shape), width, spec)
 
@@ -256,11 +268,15 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def first_layer(model: nn.Module) -> nn.Module:
-    """The first module that owns a weight: what part3 keeps and part4 measures."""
-    for module in model.modules():
-        if isinstance(getattr(module, "weight", None), torch.Tensor):
+    """The first convolution or linear layer (else the first module that owns a weight): what
+    part3 keeps and part4 measures. The presets' first weighted module is always one."""
+    weighted = [m for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+    for module in weighted:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
             return module
-    raise ValueError("model has no weighted layer")
+    if weighted:
+        return weighted[0]
+    raise ValueError(f"{type(model).__name__} has no layer with a weight (first_layer, grad_norm need one)")
 
 
 def count_parameters(model: nn.Module) -> int:

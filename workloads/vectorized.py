@@ -58,6 +58,8 @@ def why_not_vectorized(cfg: TrialConfig) -> str | None:
         if isinstance(module, _UNVECTORIZABLE):
             return (f"{cfg.model.arch} has {type(module).__name__} ({name}): its running statistics "
                     f"or randomness are per model")
+        if any(True for _ in module.buffers(recurse=False)):  # one's own model's state (workloads/imported.py)
+            return f"{cfg.model.arch} has {type(module).__name__} ({name}) with buffers: its state is per model"
     return None
 
 

@@ -1,0 +1,239 @@
+"""Study files: a study written as YAML (or as a Python file, for what needs code), read
+into the same Study, Stage, Variant, Figure and Report as a study in the package.
+
+    python -m orchestrator plan docs/examples/my_study.yaml
+    python -m orchestrator sweep docs/examples/my_study.yaml --quick
+    load_study("my_study.yaml", Path("my_study.yaml").read_text())   # -> Study
+
+A YAML file (every key but `name` and `stages` optional; docs/examples/my_study.yaml):
+
+    name: mynets
+    description: three nets x three learning rates x three seeds
+    recipe: tutorial            # a named base (search_spaces/recipes.py), or a list of them
+    base: {optimizer: adam, epochs: 10}    # what differs from the defaults (and the recipe)
+    repeats: 3
+    quick: {repeats: 2, epochs: 1, train_subset: 2000}     # --quick's overrides
+    stages:
+      - name: train
+        axes: {arch: [mlp_1, cnn_3], lr: [0.01, 0.001]}    # a grid, first key outermost
+        fixed: {batch_size: 32}                            # this stage's own settings
+        group_name: "{arch}_lr{lr}"                        # default: the values joined by _
+        prefix: epochs                                     # shorter runs served by the longest
+        repeats: 10                                        # this stage's own (default: the study's)
+      - name: questions
+        variants:                                          # named changes of the base instead
+          - {name: base, note: the recipe itself}
+          - {name: small_batch, changes: {batch_size: 4}}
+    reference: mlp_1_lr0.01      # the group the report compares the others with (or key=value)
+    select: val_acc              # what picks a group's best run (test_acc needs select_why)
+    figures:                     # groups: [] draws every group
+      - {name: curves, title: all groups, metrics: [train_loss, val_acc]}
+    report: results.reports:variants_report    # default; or {function: ..., stages: [...], args: {...}}
+
+List-valued settings (`metrics`, `augment`, `spec`) may be YAML lists. A Python file
+defines `STUDY` with the classes of search_spaces.study. Errors are one line naming
+the file and the key. A sweep keeps the file's text (sweep.json, provenance.json):
+--resume and `report` read the study from that text, so editing or moving the file
+afterwards changes nothing of a run already started.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import types
+from pathlib import Path
+
+import cloudpickle
+import yaml
+
+from search_spaces.recipes import RECIPES
+from search_spaces.study import Figure, Report, Stage, Study, Variant
+from workloads.config import FIELD_TYPES, FIELDS, ConfigError, coerce
+
+LIST_FIELDS = ("metrics", "augment", "spec")   # str fields whose value is a comma-separated list
+DEFAULT_REPORT = "results.reports:variants_report"
+
+STUDY_KEYS = ("name", "description", "recipe", "base", "repeats", "quick", "stages", "reference", "select",
+              "select_why", "figures", "report")
+STAGE_KEYS = ("name", "axes", "fixed", "variants", "prefix", "repeats", "group_name")
+VARIANT_KEYS = ("name", "changes", "note")
+FIGURE_KEYS = ("name", "title", "groups", "metrics", "log", "overlay")
+REPORT_KEYS = ("function", "stages", "args")
+
+
+def load_study(path: str, text: str) -> Study:
+    """The study a file's `text` defines; `path` names it in errors and in the record."""
+    try:
+        study = _python_study(path, text) if str(path).endswith(".py") else _yaml_study(path, text)
+        study.with_overrides({})  # every planned trial built and checked: a bad value names the file
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    return study.with_source(str(path), text)
+
+
+class FormatName:
+    """A grid point's group name from a format string ("{arch}_lr{lr}"); a class (not a
+    lambda) so that a study can be pickled."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+
+    def __call__(self, point: dict) -> str:
+        try:
+            return self.fmt.format(**point)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"group_name {self.fmt!r}: {e!r} is not one of the axes {sorted(point)}") from None
+
+
+def _yaml_study(path: str, text: str) -> Study:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    doc = _mapping(doc, "", STUDY_KEYS)
+    for key in ("name", "stages"):
+        if key not in doc:
+            raise ConfigError(f"{key}: missing (a study needs a name and its stages)")
+    base = []
+    recipes = doc.get("recipe", [])
+    for name in [recipes] if isinstance(recipes, str) else _list(recipes, "recipe"):
+        if name not in RECIPES:
+            raise ConfigError(f"recipe: {name!r} is unknown; choose from {', '.join(RECIPES)}")
+        base += RECIPES[name]
+    base += _settings(doc.get("base", {}), "base")
+    stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(_list(doc["stages"], "stages")))
+    report = doc.get("report", DEFAULT_REPORT)
+    report = Report(report) if isinstance(report, str) else _report(report)
+    kwargs = {k: doc[k] for k in ("description", "repeats", "reference", "select", "select_why") if k in doc}
+    return Study(name=str(doc["name"]), description=str(kwargs.pop("description", "")), stages=stages,
+                 base=tuple(base), quick=_quick(doc.get("quick", {})), report=report,
+                 figures=tuple(_figure(f, f"figures[{i}]") for i, f in enumerate(_list(doc.get("figures", []),
+                                                                                       "figures"))),
+                 **kwargs)
+
+
+def _stage(doc, where: str) -> Stage:
+    doc = _mapping(doc, where, STAGE_KEYS)
+    if "name" not in doc:
+        raise ConfigError(f"{where}.name: missing")
+    where = f"stages.{doc['name']}"
+    axes = tuple((_known(key, f"{where}.axes"), tuple(_value(key, v, f"{where}.axes.{key}")
+                                                      for v in _list(values, f"{where}.axes.{key}")))
+                 for key, values in _mapping(doc.get("axes", {}), f"{where}.axes").items())
+    variants = tuple(_variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_list(doc.get("variants", []),
+                                                                                      f"{where}.variants")))
+    group_name = doc.get("group_name")
+    return Stage(str(doc["name"]), axes=axes, fixed=_settings(doc.get("fixed", {}), f"{where}.fixed"),
+                 variants=variants, prefix=str(doc.get("prefix", "")), repeats=int(doc.get("repeats", 0)),
+                 group_name=FormatName(str(group_name)) if group_name else None)
+
+
+def _variant(doc, where: str) -> Variant:
+    doc = _mapping(doc, where, VARIANT_KEYS)
+    if "name" not in doc:
+        raise ConfigError(f"{where}.name: missing")
+    return Variant(str(doc["name"]), _settings(doc.get("changes", {}), f"{where}.changes"), str(doc.get("note", "")))
+
+
+def _figure(doc, where: str) -> Figure:
+    doc = _mapping(doc, where, FIGURE_KEYS)
+    for key in ("name", "title"):
+        if key not in doc:
+            raise ConfigError(f"{where}.{key}: missing")
+    lists = {k: tuple(str(v) for v in _list(doc[k], f"{where}.{k}")) for k in FIGURE_KEYS[2:] if k in doc}
+    return Figure(str(doc["name"]), str(doc["title"]), **{"groups": (), **lists})
+
+
+def _report(doc) -> Report:
+    doc = _mapping(doc, "report", REPORT_KEYS)
+    if "function" not in doc:
+        raise ConfigError("report.function: missing ('package.module:function')")
+    return Report(str(doc["function"]), tuple(_list(doc.get("stages", []), "report.stages")),
+                  tuple(_mapping(doc.get("args", {}), "report.args").items()))
+
+
+def _quick(doc) -> tuple:
+    """--quick's overrides, as the command line would give them (a list: comma-separated)."""
+    return tuple((str(k), ",".join(map(str, v)) if isinstance(v, list) else v)
+                 for k, v in _mapping(doc, "quick").items())
+
+
+def _settings(doc, where: str) -> tuple:
+    return tuple((key, _value(_known(key, where), raw, f"{where}.{key}"))
+                 for key, raw in _mapping(doc, where).items())
+
+
+def _value(key: str, raw, where: str):
+    """A setting typed now (so that a bad one names its place in the file): lists of
+    list-valued settings joined, schedules as tuples."""
+    if isinstance(raw, list):
+        if key in LIST_FIELDS:
+            raw = ",".join(map(str, raw))
+        elif FIELD_TYPES[key] is tuple:
+            raw = tuple(tuple(v) if isinstance(v, list) else v for v in raw)
+        else:
+            raise ConfigError(f"{where}: a list; a list of values is a grid axis (a stage's axes)")
+    try:
+        return coerce(key, raw, FIELD_TYPES[key])
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {str(e).removeprefix(f'{key}: ')}") from None
+
+
+def _known(key, where: str) -> str:
+    if key not in FIELDS:
+        raise ConfigError(f"{where}: unknown config key {key!r} (workloads/config.py names them)")
+    return key
+
+
+def _mapping(doc, where: str, keys: tuple = ()) -> dict:
+    if doc is None:
+        return {}
+    at = f"{where}: " if where else ""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{at}expected a mapping (key: value), got {type(doc).__name__}")
+    unknown = [k for k in doc if keys and k not in keys]
+    if unknown:
+        raise ConfigError(f"{at}unknown key {unknown[0]!r}; known: {', '.join(keys)}")
+    return doc
+
+
+def _list(doc, where: str) -> list:
+    if not isinstance(doc, list):
+        raise ConfigError(f"{where}: expected a list, got {type(doc).__name__}")
+    return doc
+
+
+def _python_study(path: str, text: str) -> Study:
+    """A Python study file run as a module of its own (named for its content, so that two
+    versions of one file are two modules), pickled by value: Ray workers need not find it."""
+    name = "study_file_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name)
+        module.__file__ = str(path)
+        sys.modules[name] = module
+        try:
+            exec(compile(text, str(path), "exec"), module.__dict__)
+        except ConfigError:
+            del sys.modules[name]
+            raise
+        except Exception as e:
+            del sys.modules[name]
+            line = getattr(e, "lineno", None)
+            raise ConfigError(f"{type(e).__name__}{f' at line {line}' if line else ''}: {e}") from None
+        cloudpickle.register_pickle_by_value(module)
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study):
+        raise ConfigError("STUDY: missing; a Python study file defines STUDY = Study(...) "
+                          "(from search_spaces.study import Stage, Study, ...)")
+    return study
+
+
+def read_study(path: str) -> Study:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    return load_study(str(path), file.read_text())

@@ -1,0 +1,185 @@
+"""Study files (search_spaces/files.py), grid axes from the command line and one's own model
+(workloads/imported.py): in-process for what they expand to and how they refuse, then end to
+end, the example study file and a study with an imported model through real Ray Tune --quick,
+their report pages opened in headless Chromium."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from browser import check_page, chromium_or_skip
+from conftest import ROOT, SIZES, finished_sweep
+from orchestrator.cli import main
+from results.records import load_run
+from search_spaces import get_study
+from workloads.config import ConfigError, TrialConfig
+from workloads.models import count_parameters, first_layer
+from workloads.vectorized import why_not_vectorized
+
+EXAMPLE = ROOT / "docs" / "examples" / "my_study.yaml"
+OWN = "tests.fixtures.own_model"
+MINIMAL = """
+name: mine
+stages:
+  - name: train
+    axes: {arch: [mlp_1, cnn_3], lr: [0.01, 0.001]}
+reference: mlp_1_0.01
+"""
+
+
+def one_line_error(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("orchestrator: error:") and needle in err, err
+
+
+def test_a_minimal_file_is_a_grid_with_seeds(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINIMAL)
+    study = get_study(str(path)).with_overrides({"repeats": "2"})
+    names = [t.name for t in study.stage_trials(study.stages[0], {})]
+    assert names[:4] == ["mlp_1_0.01_r0", "mlp_1_0.01_r1", "mlp_1_0.001_r0", "mlp_1_0.001_r1"] and len(names) == 8
+    assert study.report.function == "results.reports:variants_report" and study.text == MINIMAL
+
+
+def test_the_example_file(capsys):
+    study = get_study(str(EXAMPLE))
+    trials = study.stage_trials(study.stages[0], {})
+    assert len(trials) == 27 and study.reference == "tutorial_lr0.01"
+    assert sorted({t.group for t in trials})[:3] == ["bn_lr0.005", "bn_lr0.01", "bn_lr0.02"]
+    assert {t.config.train.seed for t in trials} == {0, 1, 2}
+    assert main(["list", str(EXAMPLE)]) == 0
+    assert "27 trials (18 quick)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name: x\nstages: []\ncolour: red\n", "x.yaml: unknown key 'colour'; known: name,"),
+    ("name: x\nstages:\n  - {name: s, axis: {lr: [1]}}\n", "x.yaml: stages[0]: unknown key 'axis'"),
+    ("name: x\nstages:\n  - {name: s, axes: {lr: [fast]}}\n", "x.yaml: stages.s.axes.lr: expected float, got 'fast'"),
+    ("name: x\nstages:\n  - {name: s, axes: {colour: [red]}}\n", "x.yaml: stages.s.axes: unknown config key 'colour'"),
+    ("name: x\nbase: {lr: [0.1, 0.2]}\nstages: []\n", "x.yaml: base.lr: a list; a list of values is a grid axis"),
+    ("name: x\nrecipe: mine\nstages: []\n", "x.yaml: recipe: 'mine' is unknown"),
+    ("stages: []\n", "x.yaml: name: missing"),
+    ("name: x\nstages: [\n", "x.yaml: not valid YAML at line"),
+    ("name: x\nstages:\n  - {name: s, variants: [{name: v, changes: {epochs: 0}}]}\n", "x.yaml: epochs must be >= 1"),
+    ("name: x\nstages:\n  - {name: s}\nselect: train_loss\n", "x.yaml: study x: select='train_loss'"),
+])
+def test_file_errors_are_one_line_naming_file_and_key(capsys, tmp_path, text, needle):
+    (tmp_path / "x.yaml").write_text(text)
+    one_line_error(capsys, ["plan", str(tmp_path / "x.yaml")], needle)
+
+
+def test_a_python_file_has_a_derived_stage(capsys, tmp_path):
+    (tmp_path / "derived.py").write_text(
+        "from search_spaces.study import Stage, Study\n"
+        "STUDY = Study('derived', 'lr from the first stage', stages=(\n"
+        "    Stage('first', axes=(('lr', (0.1, 0.01)),)),\n"
+        "    Stage('second', derive=lambda earlier: {'lr': [0.05]})))\n")
+    assert main(["plan", str(tmp_path / "derived.py"), "repeats=2"]) == 0
+    out = capsys.readouterr().out
+    assert "stage first: 4 trials" in out and "stage second: grid computed from earlier stages' results" in out
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    one_line_error(capsys, ["plan", str(tmp_path / "empty.py")], "empty.py: STUDY: missing")
+    (tmp_path / "broken.py").write_text("x = (\n")
+    one_line_error(capsys, ["plan", str(tmp_path / "broken.py")], "broken.py: SyntaxError at line 1")
+    one_line_error(capsys, ["plan", str(tmp_path / "none.yaml")], "none.yaml: no such study file")
+
+
+def test_a_list_on_a_key_that_is_no_axis_adds_one(capsys):
+    assert main(["plan", "part3", "lr=0.001,0.0005"]) == 0
+    out = capsys.readouterr().out
+    assert "stage train: 100 trials" in out and "cnn_3_lr0.0005_r9" in out   # part3 alone: 50 trials
+    study = get_study("hw2").with_overrides({"optimizer": "sgd:momentum=0.9,adam", "augment": "flip,crop"})
+    trials = study.stage_trials(study.stages[0], {})
+    assert len(trials) == 30 and trials[0].name == "cnn_sgd:momentum=0.9_r0" and trials[1].name == "cnn_adam_r0"
+    # augment's one value is a list of augmentations, not an axis (the augment variant keeps its own)
+    assert {t.config.data.augment for t in trials if not t.group.startswith("augment")} == {"flip,crop"}
+    one = get_study("part4").with_overrides({"train.seed": "0,5", "arch": "mlp_1"})
+    assert [t.name for t in one.stage_trials(one.stages[0], {})] == [
+        "mlp_1_relu_seed0_r0", "mlp_1_relu_seed5_r0", "mlp_1_sigmoid_seed0_r0", "mlp_1_sigmoid_seed5_r0"]
+    with pytest.raises(ConfigError, match="stage search is a search"):
+        get_study("coordinate").with_overrides({"batch_size": "4,8"})
+
+
+def test_own_model_is_checked_counted_and_vectorized(capsys):
+    cfg = TrialConfig().override({"arch": f"{OWN}:small", "width": 2.0})
+    model = cfg.model.build(cfg.data.in_shape)
+    assert count_parameters(model) == 3 * 16 * 9 + 16 + 16 * 64 * 10 + 10
+    assert why_not_vectorized(cfg) is None
+    tagged = TrialConfig().override({"arch": f"{OWN}:tagged"}).model.build((3, 32, 32))
+    assert type(first_layer(tagged)).__name__ == "Conv2d"     # not the GroupNorm before it
+    for factory, needle in (("wrong_classes", "output for a batch of 2 is (2, 7), expected (2, 10)"),
+                            ("not_a_module", "the factory returned str, not an nn.Module"),
+                            ("NOT_CALLABLE", "has no callable 'NOT_CALLABLE'")):
+        one_line_error(capsys, ["plan", "part3", f"arch={OWN}:{factory}"], needle)
+    one_line_error(capsys, ["plan", "part3", "arch=nowhere.mine:net"], "cannot import nowhere.mine")
+
+
+def checked_page(out, tmp_path, name):
+    seen = check_page(out / "report.html", width=1280, screenshot=tmp_path / f"{name}.png",
+                      chromium=chromium_or_skip())
+    assert seen["images"] >= 1 and seen["images_failed"] == 0 and not seen["overflow"], seen
+    return seen
+
+
+@pytest.mark.slow
+def test_example_study_file_runs_quick_and_reports(ray_local, data_dir, tmp_path, capsys):
+    """The example file, copied where a user keeps it, run --quick; then edited: `report` and
+    --resume read the text the sweep kept."""
+    path = tmp_path / "my_study.yaml"
+    shutil.copy(EXAMPLE, path)
+    sizes = [f"{k}={v}" for k, v in SIZES.items() if k != "record_every"]
+    out, printed = finished_sweep(["sweep", str(path), "--quick", "--data-dir", str(data_dir), "repeats=1",
+                                   "lr=0.01,0.005", *sizes], tmp_path / "run")
+    assert "finished: 6 of 6 runs" in printed
+    run = load_run(out)
+    assert sorted(run.runs["group"]) == ["bn_lr0.005", "bn_lr0.01", "tutorial_lr0.005", "tutorial_lr0.01",
+                                         "wide_lr0.005", "wide_lr0.01"]
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["study_name"] == "mynets" and saved["study_file"]["text"] == EXAMPLE.read_text()
+    assert json.loads((out / "provenance.json").read_text())["study_file"]["path"] == str(path)
+    seen = checked_page(out, tmp_path, "mynets")
+    assert seen["images"] == 1 and "mynets" in seen["title"]
+    html = (out / "report.html").read_text()
+    assert "tutorial_lr0.01" in html and "wide_lr0.005" in html and (out / "curves.png").exists()
+    path.write_text("name: other\nstages: [{name: s}]\n")   # the file changes: the run does not
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0 and "report:" in capsys.readouterr().out
+    assert "wide_lr0.005" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_own_model_runs_quick_vectorized_and_evaluates(ray_local, data_dir, tmp_path, capsys):
+    sizes = [f"{k}={v}" for k, v in SIZES.items()] + ["record_unit=step", "batch_size=50"]
+    out, printed = finished_sweep(["sweep", "part3", "--quick", "--data-dir", str(data_dir), "repeats=2",
+                                   f"arch={OWN}:small,mlp_1", "--repeats-per-trial", "2", *sizes],
+                                  tmp_path / "own")
+    assert "finished: 4 of 4 runs" in printed
+    run = load_run(out)
+    assert set(run.runs["group"]) == {"own_model.small", "mlp_1"}
+    own = run.runs[run.runs["group"] == "own_model.small"]
+    assert (own["parameters"] == 1 * 8 * 9 + 8 + 8 * 64 * 10 + 10).all()
+    assert run.first_layers()[int(own["record"].iloc[0])].shape == (8, 1, 3, 3)
+    checked_page(out, tmp_path, "own")
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "best" / "own_model.small.pt"), "--data-dir", str(data_dir)]) == 0
+    assert f"({OWN}:small," in capsys.readouterr().out
+
+
+def test_resume_reads_the_text_the_sweep_kept(tmp_path):
+    from orchestrator.request import Request
+    from orchestrator.sweeps import study_file, with_saved
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINIMAL)
+    first = Request(str(path), ("repeats=2",))
+    saved = {"study": str(path), "quick": False, "overrides": ["repeats=2"], "storage": None, "log": [],
+             **study_file(first.resolve_study())}
+    path.unlink()                                   # moved away: the kept text still runs
+    again = with_saved(Request(str(tmp_path / "moved.yaml"), resume=True), saved)
+    assert again.study_text == MINIMAL and len(again.resolve_study().stage_trials(
+        again.resolve_study().stages[0], {})) == 8
+    path.write_text("name: other\nstages: [{name: s}]\n")   # another study at that path: refused
+    with pytest.raises(ConfigError, match="started with study"):
+        with_saved(Request(str(path), resume=True), saved)
