@@ -53,7 +53,7 @@ def main() -> None:
     study = get_study("part3")
     if args.archs:
         study = study.with_overrides({"arch": args.archs})
-    trials = study.stage_trials(study.stages[0], {})
+    trials = study.plan.stages[0].trials
     whole_cfg = trials[0].config
     data = DeviceData.from_prepared(prepare(whole_cfg.data, load_cifar10(args.data_dir, download=False)),
                                     torch.device("cpu"))

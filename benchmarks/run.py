@@ -92,7 +92,7 @@ def bench_study(size: str, steps: int, repeats: int | None, archs: str | None,
 
 
 def study_trials(study: Study) -> list:
-    return [t for stage in study.stages for t in study.stage_trials(stage, {})]
+    return [t for p in study.plan.stages for t in p.trials]
 
 
 def add_run(row: "Row", cfg: TrialConfig, n_records: int, test_acc: float, name: str) -> None:

@@ -56,10 +56,7 @@ def stage_runs(study, stage) -> list[TrialConfig]:
     if stage.search is not None:
         base = study.stage_config(stage)
         return [base] * stage.search.most_trials(study.repeats)
-    if stage.derive is not None:
-        return []
-    from search_spaces.plan import plan_runs
-    return [r.config for r in plan_runs(study.stage_trials(stage, {}), stage.prefix)]
+    return [r.config for r in study.plan[stage.name].runs]  # none for a derived stage
 
 
 def main() -> None:

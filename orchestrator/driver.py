@@ -50,8 +50,7 @@ def check_fresh(study: Study, opts: Options) -> None:
 def own_models(study: Study) -> list:
     """The packages of the study's own models (`arch=package.module:factory`) for a cluster's
     workers (Ray's py_modules); a local Ray's workers import from the driver's folder."""
-    archs = {study.base_config().model.arch} | {t.config.model.arch for s in study.stages if s.planned
-                                                 for t in study.stage_trials(s, {})}
+    archs = {study.base_config().model.arch} | {r.config.model.arch for p in study.plan.stages for r in p.runs}
     modules = {module_of(a) for a in archs if is_imported(a)}
     return [m for m in modules if getattr(m, "__file__", None)]
 
