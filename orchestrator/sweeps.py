@@ -96,7 +96,7 @@ def run(request: Request) -> FinishedSweep:
         except SweepError as e:  # trials failed for good: the caller says where the partial report is
             e.folder = out
             raise
-        except (KeyboardInterrupt, Interrupted):
+        except KeyboardInterrupt:  # Ctrl-C, or a stage that reports it (Interrupted)
             raise Interrupted(f"interrupted; finish it with: {request.resume_command(out)}") from None
     return FinishedSweep(out, study, summary)
 
