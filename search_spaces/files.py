@@ -48,9 +48,8 @@ import yaml
 
 from search_spaces.recipes import RECIPES
 from search_spaces.study import Figure, Report, Stage, Study, Variant
-from workloads.config import FIELD_TYPES, FIELDS, ConfigError, coerce
+from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, ConfigError, coerce
 
-LIST_FIELDS = ("metrics", "augment", "spec")   # str fields whose value is a comma-separated list
 DEFAULT_REPORT = "results.reports:variants_report"
 
 STUDY_KEYS = ("name", "description", "recipe", "base", "repeats", "quick", "stages", "reference", "select",
