@@ -36,7 +36,7 @@ def get_study(name: str, text: str | None = None):
                           f"or give a study file (PATH.yaml or PATH.py)")
     target = BUILT_IN[name]
     if target.endswith(SUFFIXES):
-        return files.load_study(target, (STUDY_FILES / target).read_text()).with_source("", "")
+        return files.load_study(target, (STUDY_FILES / target).read_text(), built_in=True).with_source("", "")
     return import_module(f"search_spaces.{target}").STUDY
 
 

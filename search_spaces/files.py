@@ -38,14 +38,18 @@ afterwards changes nothing of a run already started.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
 import yaml
 
+from search_spaces import BUILT_IN
 from search_spaces.recipes import RECIPES
 from search_spaces.study import Figure, Report, Stage, Study, Variant
 from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, ConfigError, coerce
@@ -58,17 +62,43 @@ STAGE_KEYS = ("name", "axes", "fixed", "variants", "prefix", "repeats", "group_n
 VARIANT_KEYS = ("name", "changes", "note")
 FIGURE_KEYS = ("name", "title", "groups", "metrics", "log", "overlay")
 REPORT_KEYS = ("function", "stages", "args")
+# --quick of a study file without `quick:`: one epoch on subsets, two repeats (at most the study's).
+QUICK = (("repeats", 2), ("epochs", 1), ("train_subset", 2000), ("val_subset", 500), ("test_subset", 500),
+         ("train_eval_size", 500))
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a study file's name: one folder, runs/NAME/
+STUDY_SCALARS = ("description", "repeats", "reference", "select", "select_why")   # int repeats, else str
 
 
-def load_study(path: str, text: str) -> Study:
-    """The study a file's `text` defines; `path` names it in errors and in the record."""
+@functools.lru_cache(maxsize=16)  # a request reads its study more than once (its name, then the plan)
+def load_study(path: str, text: str, built_in: bool = False) -> Study:
+    """The study a file's `text` defines; `path` names it in errors and in the record.
+    `built_in`: one of search_spaces/studies/, whose name is its own."""
     try:
         study = _python_study(path, text) if str(path).endswith(".py") else _yaml_study(path, text)
+        if not built_in:
+            _check_name(study.name)
+            if not study.quick:
+                study = replace(study, quick=default_quick(study))
         study.with_overrides({})  # every planned trial built and checked: a bad value names the file
     except ConfigError as e:
         message = str(e)
         raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
     return study.with_source(str(path), text)
+
+
+def _check_name(name: str) -> None:
+    """A file's study names its runs' folder (runs/NAME/): a plain name, and not a built-in's."""
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"name: {name!r}: a study's name names its folder runs/NAME/: letters, digits, "
+                          f"_ - and . only, not starting with '.'")
+    if name in BUILT_IN:
+        raise ConfigError(f"name: {name!r} is a built-in study's (its runs are under runs/{name}/); "
+                          f"choose another name")
+
+
+def default_quick(study: Study) -> tuple:
+    """--quick of a file that says nothing of it: minutes, like the built-ins' (QUICK)."""
+    return tuple((k, min(v, study.repeats) if k == "repeats" else v) for k, v in QUICK)
 
 
 class FormatName:
@@ -106,9 +136,10 @@ def _yaml_study(path: str, text: str) -> Study:
     stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(_list(doc["stages"], "stages")))
     report = doc.get("report", DEFAULT_REPORT)
     report = Report(report) if isinstance(report, str) else _report(report)
-    kwargs = {k: doc[k] for k in ("description", "repeats", "reference", "select", "select_why") if k in doc}
-    return Study(name=str(doc["name"]), description=str(kwargs.pop("description", "")), stages=stages,
-                 base=tuple(base), quick=_quick(doc.get("quick", {})), report=report,
+    kwargs = {k: _scalar(doc, k, int if k == "repeats" else str) for k in STUDY_SCALARS if k in doc}
+    return Study(name=_scalar(doc, "name", str), description=kwargs.pop("description", ""), stages=stages,
+                 base=tuple(base),
+                 quick=_quick(doc.get("quick", {})), report=report,
                  figures=tuple(_figure(f, f"figures[{i}]") for i, f in enumerate(_list(doc.get("figures", []),
                                                                                        "figures"))),
                  **kwargs)
@@ -118,23 +149,25 @@ def _stage(doc, where: str) -> Stage:
     doc = _mapping(doc, where, STAGE_KEYS)
     if "name" not in doc:
         raise ConfigError(f"{where}.name: missing")
-    where = f"stages.{doc['name']}"
+    name = _scalar(doc, "name", str, f"{where}.")
+    where = f"stages.{name}"
     axes = tuple((_known(key, f"{where}.axes"), tuple(_value(key, v, f"{where}.axes.{key}")
                                                       for v in _list(values, f"{where}.axes.{key}")))
                  for key, values in _mapping(doc.get("axes", {}), f"{where}.axes").items())
     variants = tuple(_variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_list(doc.get("variants", []),
                                                                                       f"{where}.variants")))
-    group_name = doc.get("group_name")
-    return Stage(str(doc["name"]), axes=axes, fixed=_settings(doc.get("fixed", {}), f"{where}.fixed"),
-                 variants=variants, prefix=str(doc.get("prefix", "")), repeats=int(doc.get("repeats", 0)),
-                 group_name=FormatName(str(group_name)) if group_name else None)
+    group_name = _scalar(doc, "group_name", str, f"{where}.", "")
+    return Stage(name, axes=axes, fixed=_settings(doc.get("fixed", {}), f"{where}.fixed"), variants=variants,
+                 prefix=_scalar(doc, "prefix", str, f"{where}.", ""), repeats=_scalar(doc, "repeats", int, f"{where}.", 0),
+                 group_name=FormatName(group_name) if group_name else None)
 
 
 def _variant(doc, where: str) -> Variant:
     doc = _mapping(doc, where, VARIANT_KEYS)
     if "name" not in doc:
         raise ConfigError(f"{where}.name: missing")
-    return Variant(str(doc["name"]), _settings(doc.get("changes", {}), f"{where}.changes"), str(doc.get("note", "")))
+    return Variant(_scalar(doc, "name", str, f"{where}."), _settings(doc.get("changes", {}), f"{where}.changes"),
+                   _scalar(doc, "note", str, f"{where}.", ""))
 
 
 def _figure(doc, where: str) -> Figure:
@@ -143,14 +176,15 @@ def _figure(doc, where: str) -> Figure:
         if key not in doc:
             raise ConfigError(f"{where}.{key}: missing")
     lists = {k: tuple(str(v) for v in _list(doc[k], f"{where}.{k}")) for k in FIGURE_KEYS[2:] if k in doc}
-    return Figure(str(doc["name"]), str(doc["title"]), **{"groups": (), **lists})
+    return Figure(_scalar(doc, "name", str, f"{where}."), _scalar(doc, "title", str, f"{where}."),
+                  **{"groups": (), **lists})
 
 
 def _report(doc) -> Report:
     doc = _mapping(doc, "report", REPORT_KEYS)
     if "function" not in doc:
         raise ConfigError("report.function: missing ('package.module:function')")
-    return Report(str(doc["function"]), tuple(_list(doc.get("stages", []), "report.stages")),
+    return Report(_scalar(doc, "function", str, "report."), tuple(_list(doc.get("stages", []), "report.stages")),
                   tuple(_mapping(doc.get("args", {}), "report.args").items()))
 
 
@@ -158,6 +192,14 @@ def _quick(doc) -> tuple:
     """--quick's overrides, as the command line would give them (a list: comma-separated)."""
     return tuple((str(k), ",".join(map(str, v)) if isinstance(v, list) else v)
                  for k, v in _mapping(doc, "quick").items())
+
+
+def _scalar(doc: dict, key: str, typ, where: str = "", *default):
+    """doc[key] as `typ` (a string from YAML parsed as the command line would: `repeats: "3"`),
+    or `default` when absent; ConfigError naming `where` + key otherwise (`repeats: 2.5`)."""
+    if key not in doc and default:
+        return default[0]
+    return coerce(f"{where}{key}", doc[key], typ)
 
 
 def _settings(doc, where: str) -> tuple:

@@ -65,10 +65,32 @@ def test_the_example_file(capsys):
     ("name: x\nstages: [\n", "x.yaml: not valid YAML at line"),
     ("name: x\nstages:\n  - {name: s, variants: [{name: v, changes: {epochs: 0}}]}\n", "x.yaml: epochs must be >= 1"),
     ("name: x\nstages:\n  - {name: s}\nselect: train_loss\n", "x.yaml: study x: select='train_loss'"),
+    ("name: x\nstages:\n  - {name: s, repeats: three}\n", "x.yaml: stages.s.repeats: expected int, got 'three'"),
+    ("name: x\nstages:\n  - {name: s, repeats: 2.5}\n", "x.yaml: stages.s.repeats: expected int, got 2.5"),
+    ("name: x\nrepeats: 2.5\nstages:\n  - {name: s}\n", "x.yaml: repeats: expected int, got 2.5"),
+    ("name: x\nstages:\n  - {name: s, prefix: 3}\n", "x.yaml: stages.s.prefix: expected str, got 3"),
+    ("name: x\nselect: [val_acc]\nstages:\n  - {name: s}\n", "x.yaml: select: expected str, got ['val_acc']"),
+    ("name: x\nreference: {a: 1}\nstages:\n  - {name: s}\n", "x.yaml: reference: expected str"),
+    ("name: x\nstages:\n  - {name: s, variants: [{name: v, note: 3}]}\n", "x.yaml: stages.s.variants[0].note: expected str"),
+    ("name: ../../escape\nstages:\n  - {name: s}\n", "x.yaml: name: '../../escape': a study's name names its folder"),
+    ("name: .hidden\nstages:\n  - {name: s}\n", "x.yaml: name: '.hidden'"),
+    ("name: part3\nstages:\n  - {name: s}\n", "x.yaml: name: 'part3' is a built-in study's"),
 ])
 def test_file_errors_are_one_line_naming_file_and_key(capsys, tmp_path, text, needle):
     (tmp_path / "x.yaml").write_text(text)
     one_line_error(capsys, ["plan", str(tmp_path / "x.yaml")], needle)
+
+
+def test_scalars_from_yaml_are_typed_and_quick_has_a_default(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text('name: mine\nrepeats: "3"\nstages:\n  - {name: s, axes: {lr: [0.1]}}\n')
+    study = get_study(str(path))
+    assert study.repeats == 3 and [t.name for t in study.plan["s"].trials] == ["0.1_r0", "0.1_r1", "0.1_r2"]
+    quick = study.with_quick()   # no `quick:` in the file: minutes, not the full size
+    assert quick.repeats == 2 and quick.base_config().train.epochs == 1
+    assert quick.base_config().data.train_subset == 2000
+    path.write_text("name: mine\nstages:\n  - {name: s}\n")   # one repeat: --quick keeps it one
+    assert get_study(str(path)).with_quick().repeats == 1
 
 
 def test_a_python_file_has_a_derived_stage(capsys, tmp_path):
@@ -79,7 +101,7 @@ def test_a_python_file_has_a_derived_stage(capsys, tmp_path):
         "    Stage('second', derive=lambda earlier: {'lr': [0.05]})))\n")
     assert main(["plan", str(tmp_path / "derived.py"), "repeats=2"]) == 0
     out = capsys.readouterr().out
-    assert "stage first: 4 trials" in out and "stage second: grid computed from earlier stages' results" in out
+    assert "stage first: 4 trials" in out and "stage second: a grid computed from earlier stages' results" in out
     (tmp_path / "empty.py").write_text("x = 1\n")
     one_line_error(capsys, ["plan", str(tmp_path / "empty.py")], "empty.py: STUDY: missing")
     (tmp_path / "broken.py").write_text("x = (\n")
