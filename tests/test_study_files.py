@@ -134,7 +134,9 @@ def test_own_model_is_checked_counted_and_vectorized(capsys):
     assert type(first_layer(tagged)).__name__ == "Conv2d"     # not the GroupNorm before it
     for factory, needle in (("wrong_classes", "output for a batch of 2 is (2, 7), expected (2, 10)"),
                             ("not_a_module", "the factory returned str, not an nn.Module"),
-                            ("NOT_CALLABLE", "has no callable 'NOT_CALLABLE'")):
+                            ("NOT_CALLABLE", "has no callable 'NOT_CALLABLE'"),
+                            ("no_settings", "the factory failed (TypeError: no_settings() takes 1 positional"),
+                            ("needs_depth", "the factory failed (KeyError: 'depth')")):
         one_line_error(capsys, ["plan", "part3", f"arch={OWN}:{factory}"], needle)
     one_line_error(capsys, ["plan", "part3", "arch=nowhere.mine:net"], "cannot import nowhere.mine")
 

@@ -57,7 +57,11 @@ def factory_of(arch: str) -> Callable:
 
 
 def build_imported(arch: str, in_shape, settings: dict) -> nn.Module:
-    model = factory_of(arch)(tuple(in_shape), dict(settings))
+    try:
+        model = factory_of(arch)(tuple(in_shape), dict(settings))
+    except Exception as e:  # a wrong signature, a KeyError of its own: one line, not its traceback
+        raise ValueError(f"arch={arch}: the factory failed ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"arch={arch}: the factory returned {type(model).__name__}, not an nn.Module")
     if not any(True for _ in model.parameters()):

@@ -256,7 +256,7 @@ def check_shapes(arch: str, activation: str, in_shape: tuple, width: float, spec
         try:
             with torch.device("meta"):
                 check_output(arch, build_model(arch, activation, tuple(in_shape), width, spec), in_shape)
-        except (ValueError, NotImplementedError, RuntimeError):
+        except Exception:  # whatever fails on meta, the CPU's attempt says it (one line, ValueError)
             check_output(arch, build_model(arch, activation, tuple(in_shape), width, spec), in_shape)
         return
     with torch.device("meta"):
