@@ -200,7 +200,6 @@ def run_study(study: Study, opts: Options, argv: list[str] | None = None, raw=No
 def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: DataSets, started: float) -> dict:
     results, plans, rows = {}, {}, []
     done: dict = {}       # run config -> RunRecord: a trial asking for it again reuses it
-    groups: dict = {}     # group -> stage: names are unique across a study
     for planned in study.plan.stages:
         stage = planned.stage
         if planned.kind == "search":  # trials asked for as results come in
@@ -212,12 +211,8 @@ def _run_stages(study: Study, opts: Options, argv: list[str] | None, datasets: D
             plans[stage.name] = [{"stage": r.stage, "group": r.group, "repeat": r.repeat, **r.config}
                                  for r in results[stage.name]]
             continue
-        planned = planned.given(study, results)  # a derived stage's grid, from the stages before it
+        planned = planned.given(study, results)  # a derived stage's grid, from the stages before it (checked)
         trials, runs = list(planned.trials), list(planned.runs)
-        for t in trials:
-            if groups.setdefault(t.group, stage.name) != stage.name:
-                raise ConfigError(f"stage {stage.name}: group {t.group!r} is already stage "
-                                  f"{groups[t.group]}'s; group names must be unique in a study")
         todo = [r for r in runs if r.config not in done]
         plans[stage.name] = [run_param(r) for r in runs]
         reused = len(runs) - len(todo)

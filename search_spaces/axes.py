@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
-from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, ConfigError, coerce
+from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, SEED, ConfigError, coerce
 
 if TYPE_CHECKING:
     from search_spaces.study import Stage
 
 AXIS_ALIASES = {"archs": "arch"}
+# A seed axis would overlap the repeats (a repeat's seed is the group's seed + the repeat).
+SEEDS_ARE_REPEATS = "seeds are repeats: use repeats=N (seed=S sets the first)"
 
 
 def stage_override(stage: Stage, key: str, raw) -> Stage:
@@ -26,16 +28,30 @@ def stage_override(stage: Stage, key: str, raw) -> Stage:
         if n < 1:
             raise ConfigError(f"{stage.name}.repeats must be >= 1, got {n}")
         return replace(stage, repeats=n)
-    axes = dict(stage.axes)
-    if key in axes:
-        chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in split_values(raw))
-        return replace(stage, axes=tuple((k, chosen if k == key else v) for k, v in stage.axes))
+    if key in dict(stage.axes):
+        return restrict(stage, key, raw)
     if is_value_list(key, raw):
         return with_axis(stage, key, raw)
     if key not in FIELDS:
         raise ConfigError(f"unknown key {key!r} in {stage.name}.{key}; a stage takes config keys")
     value = coerce(key, raw, FIELD_TYPES[key])  # parsed here, once
     return replace(stage, fixed=tuple((k, v) for k, v in stage.fixed if k != key) + ((key, value),))
+
+
+def restrict(stage: Stage, key: str, raw) -> Stage:
+    """`key=a,b` on an axis of `stage`: that axis takes these values alone (a stage without it
+    stays as it is)."""
+    if key not in dict(stage.axes):
+        return stage
+    chosen = axis_values(key, raw)
+    return replace(stage, axes=tuple((k, chosen if k == key else v) for k, v in stage.axes))
+
+
+def axis_values(key: str, raw) -> tuple:
+    """An axis's values parsed, each once (`lr=0.1,0.10` is one value: one group, not two of one name)."""
+    if key == SEED:
+        raise ConfigError(f"{key}={raw}: {SEEDS_ARE_REPEATS}")
+    return tuple(dict.fromkeys(coerce(key, v, FIELD_TYPES[key]) for v in split_values(raw)))
 
 
 def is_value_list(key: str, raw) -> bool:
@@ -64,7 +80,7 @@ def with_axis(stage: Stage, key: str, raw: str) -> Stage:
     if stage.search is not None:
         raise ConfigError(f"{key}={raw}: stage {stage.name} is a search, which has no grid to add {key} to; "
                           f"give {key} one value")
-    values = tuple(coerce(key, v, FIELD_TYPES[key]) for v in split_values(raw))
+    values = axis_values(key, raw)
     names = stage.group_name
     names = (replace(names, keys=names.keys + (key,)) if isinstance(names, AxisNames)
              else AxisNames(names, (key,)))

@@ -151,8 +151,8 @@ def _stage(doc, where: str) -> Stage:
         raise ConfigError(f"{where}.name: missing")
     name = _scalar(doc, "name", str, f"{where}.")
     where = f"stages.{name}"
-    axes = tuple((_known(key, f"{where}.axes"), tuple(_value(key, v, f"{where}.axes.{key}")
-                                                      for v in _list(values, f"{where}.axes.{key}")))
+    axes = tuple((_known(key, f"{where}.axes"), tuple(dict.fromkeys(_value(key, v, f"{where}.axes.{key}")
+                                                                    for v in _list(values, f"{where}.axes.{key}"))))
                  for key, values in _mapping(doc.get("axes", {}), f"{where}.axes").items())
     variants = tuple(_variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_list(doc.get("variants", []),
                                                                                       f"{where}.variants")))

@@ -57,6 +57,9 @@ class StagePlan:
         if self.known or self.kind != "derived":
             return self
         trials = tuple(study.stage_trials(self.stage, earlier))
+        taken = {t.group: p.stage.name for p in study.plan.stages if p.known for t in p.trials}
+        taken.update({r.group: name for name, records in earlier.items() for r in records})
+        check_trials(study, self.stage.name, trials, taken)
         return replace(self, trials=trials, runs=tuple(plan_runs(list(trials), self.stage.prefix)))
 
 
@@ -127,12 +130,26 @@ def plan_of(study: "Study") -> Plan:
             stages.append(StagePlan(stage, kind))
             continue
         trials = tuple(study.stage_trials(stage, {}))
-        for t in trials:
-            if groups.setdefault(t.group, stage.name) != stage.name:
-                raise ConfigError(f"study {study.name}: group {t.group!r} is in stages "
-                                  f"{groups[t.group]} and {stage.name}; group names must be unique")
+        check_trials(study, stage.name, trials, groups)
         stages.append(StagePlan(stage, kind, trials, tuple(plan_runs(list(trials), stage.prefix))))
     return Plan(study, tuple(stages))
+
+
+def check_trials(study: "Study", stage: str, trials, taken: dict) -> None:
+    """Refuses a stage's trials whose group another stage has (`taken`: group -> stage, to
+    which this stage's groups are added) or two of one name with different configs (values
+    whose labels collide: `a.own_model:small` and `b.own_model:small` are both own_model.small)."""
+    configs: dict = {}
+    for t in trials:
+        if taken.setdefault(t.group, stage) != stage:
+            raise ConfigError(f"study {study.name}: group {t.group!r} is in stages {taken[t.group]} and "
+                              f"{stage}; group names must be unique")
+        first = configs.setdefault(t.name, t.config)
+        if first != t.config:
+            a, b = first.to_flat(), t.config.to_flat()
+            differ = ", ".join(f"{k}={a[k]} and {k}={b[k]}" for k in a if a[k] != b[k])
+            raise ConfigError(f"stage {stage}: two trials are named {t.name} ({differ}); give them names "
+                              f"that differ (a stage's group_name, or modules whose last names differ)")
 
 
 @dataclass(frozen=True)

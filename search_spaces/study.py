@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from workloads import metrics as M
-from search_spaces.axes import AXIS_ALIASES, is_value_list, label, split_values, stage_override, with_axis
+from search_spaces.axes import AXIS_ALIASES, SEEDS_ARE_REPEATS, is_value_list, label, restrict, stage_override, with_axis
 from search_spaces.plan import Plan, plan_of
 from workloads.config import FIELD_TYPES, FIELDS, SEED, ConfigError, TrialConfig, coerce
 
@@ -137,6 +137,8 @@ class Stage:
         for key, _ in self.axes + self.fixed:
             if key not in FIELDS:
                 raise ConfigError(f"stage {self.name}: unknown key {key!r}")
+        if SEED in dict(self.axes):
+            raise ConfigError(f"stage {self.name}: axis {SEED}: {SEEDS_ARE_REPEATS}")
         if self.prefix not in ("", "epochs"):
             raise ConfigError(f"stage {self.name}: prefix={self.prefix!r}: only 'epochs' can be shared")
         if self.search is not None and (self.axes or self.variants or self.derive or self.prefix or self.repeats):
@@ -214,9 +216,7 @@ class Study:
                 stages = [stage_override(s, AXIS_ALIASES.get(scoped, scoped), raw) if s.name == scope else s
                           for s in stages]
             elif key in axis_keys:
-                chosen = tuple(coerce(key, v, FIELD_TYPES[key]) for v in split_values(raw))
-                stages = [replace(s, axes=tuple((k, chosen if k == key else v) for k, v in s.axes))
-                          for s in stages]
+                stages = [restrict(s, key, raw) for s in stages]
             elif is_value_list(key, raw):
                 stages = [with_axis(s, key, raw) for s in stages]
             elif key in FIELDS:

@@ -118,11 +118,49 @@ def test_a_list_on_a_key_that_is_no_axis_adds_one(capsys):
     assert len(trials) == 30 and trials[0].name == "cnn_sgd:momentum=0.9_r0" and trials[1].name == "cnn_adam_r0"
     # augment's one value is a list of augmentations, not an axis (the augment variant keeps its own)
     assert {t.config.data.augment for t in trials if not t.group.startswith("augment")} == {"flip,crop"}
-    one = get_study("part4").with_overrides({"train.seed": "0,5", "arch": "mlp_1"})
+    one = get_study("part4").with_overrides({"train.lr": "0.01,0.02", "arch": "mlp_1", "repeats": "1"})
     assert [t.name for t in one.stage_trials(one.stages[0], {})] == [
-        "mlp_1_relu_seed0_r0", "mlp_1_relu_seed5_r0", "mlp_1_sigmoid_seed0_r0", "mlp_1_sigmoid_seed5_r0"]
+        "mlp_1_relu_lr0.01_r0", "mlp_1_relu_lr0.02_r0", "mlp_1_sigmoid_lr0.01_r0", "mlp_1_sigmoid_lr0.02_r0"]
     with pytest.raises(ConfigError, match="stage search is a search"):
         get_study("coordinate").with_overrides({"batch_size": "4,8"})
+
+
+def test_a_value_twice_is_one_group_and_seeds_are_no_axis(capsys, tmp_path, monkeypatch):
+    for key in ("lr", "train.lr"):                   # a new axis: one value, one group
+        study = get_study("part3").with_overrides({key: "0.1,0.10", "repeats": "2"})
+        assert [t.name for t in study.plan["train"].trials][:3] == ["mlp_1_lr0.1_r0", "mlp_1_lr0.1_r1", "mlp_2_lr0.1_r0"]
+    for key in ("archs", "train.arch"):                      # an axis restricted, by study or by stage
+        study = get_study("part3").with_overrides({key: "cnn_3,cnn_3", "repeats": "2"})
+        assert [t.name for t in study.plan["train"].trials] == ["cnn_3_r0", "cnn_3_r1"]
+    (tmp_path / "x.yaml").write_text("name: x\nstages:\n  - {name: s, axes: {lr: [0.1, 0.10]}}\n")
+    assert [t.name for t in get_study(str(tmp_path / "x.yaml")).plan["s"].trials] == ["0.1_r0"]
+    # seed = the group's seed + the repeat: a seed axis's groups would overlap
+    one_line_error(capsys, ["plan", "part3", "--quick", "archs=cnn_3", "seed=0,1"],
+                   "seed=0,1: seeds are repeats: use repeats=N (seed=S sets the first)")
+    one_line_error(capsys, ["plan", "part4", "train.seed=0,5"], "seeds are repeats")
+    (tmp_path / "x.yaml").write_text("name: x\nstages:\n  - {name: s, axes: {seed: [0, 1]}}\n")
+    one_line_error(capsys, ["plan", str(tmp_path / "x.yaml")], "x.yaml: stage s: axis seed: seeds are repeats")
+    # two modules whose factories label alike (own_model.small): refused, not two runs of one name
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "__init__.py").write_text("")
+    shutil.copy(ROOT / "tests" / "fixtures" / "own_model.py", tmp_path / "other" / "own_model.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    one_line_error(capsys, ["plan", "hw2", f"arch={OWN}:small,other.own_model:small"],
+                   f"two trials are named cnn_own_model.small_r0 (arch={OWN}:small and arch=other.own_model:small)")
+
+
+def test_a_derived_stage_is_checked_with_the_plan(tmp_path):
+    """StagePlan.given (what the driver reads for a derived stage): group names unique across stages."""
+    from types import SimpleNamespace
+    (tmp_path / "derived.py").write_text(
+        "from search_spaces.study import Stage, Study\n"
+        "STUDY = Study('derived', 'lr from the first stage', stages=(\n"
+        "    Stage('first', axes=(('lr', (0.1, 0.01)),)),\n"
+        "    Stage('second', derive=lambda earlier: {'lr': [0.1]})))\n")
+    study = get_study(str(tmp_path / "derived.py"))
+    earlier = {"first": [SimpleNamespace(group=t.group) for t in study.plan["first"].trials]}
+    with pytest.raises(ConfigError, match="group '0.1' is in stages first and second"):
+        study.plan["second"].given(study, earlier)
 
 
 def test_own_model_is_checked_counted_and_vectorized(capsys):
