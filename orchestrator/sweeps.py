@@ -133,10 +133,10 @@ def output_folder(request: Request) -> Path:
     if request.out:
         out = Path(request.out)
     elif request.resume:
-        name = request.study_name
-        runs = sorted(p for p in Path("runs", name).glob("*") if (p / SWEEP_FILE).exists())
+        runs = earlier_runs(request)
         if not runs:
-            raise ConfigError(f"--resume: no earlier run of {name} under runs/{name}/")
+            raise ConfigError(f"--resume: no earlier run of {request.study} under runs/; "
+                              f"name its folder with --out")
         out = runs[-1]
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -149,6 +149,27 @@ def output_folder(request: Request) -> Path:
     if (out / SWEEP_FILE).exists() and not request.resume:
         raise ConfigError(f"{out} holds an unfinished sweep; add --resume to finish it")
     return out
+
+
+def earlier_runs(request: Request) -> list[Path]:
+    """The sweep folders of a request's study, oldest first: a study file's are those whose
+    sweep.json kept this path (the file's `name` may have changed since, or not parse now)."""
+    if is_study_file(request.study):
+        here = Path(request.study).resolve()
+        runs = [p.parent for p in Path("runs").glob(f"*/*/{SWEEP_FILE}") if kept_path(p) == here]
+        if runs:
+            return sorted(runs, key=lambda p: p.name)   # runs/NAME/TIMESTAMP[-quick]
+    name = request.study_name
+    return sorted(p for p in Path("runs", name).glob("*") if (p / SWEEP_FILE).exists())
+
+
+def kept_path(sweep_json: Path) -> Path | None:
+    """The path of the study file a sweep.json kept, resolved; None for a built-in's (or no sweep.json)."""
+    try:
+        path = json.loads(sweep_json.read_text()).get("study_file", {}).get("path")
+    except (OSError, ValueError):
+        return None
+    return Path(path).resolve() if path else None
 
 
 def with_saved(request: Request, saved: dict) -> Request:
@@ -171,11 +192,21 @@ def with_saved(request: Request, saved: dict) -> Request:
 
 def saved_name(study: str, saved: dict) -> str:
     """A resumed study file may have moved or changed since (the sweep runs the text it kept):
-    any path to it will do, unless it now holds another study."""
-    if not (saved.get("study_file") and is_study_file(study)):
+    its own path, or any path to it, will do, unless another file there now holds another
+    study. The file at its own path is not read (it may be half-edited), nor one that does not
+    parse now: the kept text runs."""
+    kept = saved.get("study_file")
+    if not (kept and is_study_file(study)):
         return study
-    if Path(study).is_file() and Request(study).study_name != saved["study_name"]:
-        return Request(study).study_name
+    if Path(study).resolve() in (Path(kept["path"]).resolve(), Path(saved["study"]).resolve()):
+        return saved["study"]
+    if Path(study).is_file():
+        try:
+            name = Request(study).study_name
+        except ConfigError:
+            return saved["study"]
+        if name != saved["study_name"]:
+            return name
     return saved["study"]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -242,6 +243,31 @@ def test_resume_reads_the_text_the_sweep_kept(tmp_path):
     again = with_saved(Request(str(tmp_path / "moved.yaml"), resume=True), saved)
     assert again.study_text == MINIMAL and len(again.resolve_study().stage_trials(
         again.resolve_study().stages[0], {})) == 8
-    path.write_text("name: other\nstages: [{name: s}]\n")   # another study at that path: refused
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\nstages: [{name: s}]\n")   # another study at another path: refused
     with pytest.raises(ConfigError, match="started with study"):
-        with_saved(Request(str(path), resume=True), saved)
+        with_saved(Request(str(other), resume=True), saved)
+
+
+def test_resume_of_a_file_since_edited_runs_the_kept_text(tmp_path, monkeypatch):
+    """The README's promise: the file may change or move after a sweep starts. A hand-written
+    runs/mine/<stamp>/sweep.json: --resume finds it by the file's path, whatever the file holds now."""
+    from orchestrator.request import Request
+    from orchestrator.sweeps import output_folder, study_file, with_saved
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINIMAL)
+    saved = {"study": "mine.yaml", "quick": False, "overrides": [], "storage": None, "log": [],
+             **study_file(Request("mine.yaml").resolve_study())}
+    for stamp in ("20240101-000000", "20240102-000000"):
+        (tmp_path / "runs" / "mine" / stamp).mkdir(parents=True)
+        (tmp_path / "runs" / "mine" / stamp / "sweep.json").write_text(json.dumps(saved))
+    for text in ("name: mine\nstages: [\n",                      # half-edited: not valid YAML
+                 "name: renamed\nstages: [{name: s}]\n"):         # renamed (runs/mine/ all the same)
+        path.write_text(text)
+        request = Request(str(path), resume=True)
+        assert output_folder(request) == Path("runs", "mine", "20240102-000000")
+        again = with_saved(request, saved)
+        assert again.study_text == MINIMAL and again.resolve_study().name == "mine"
+    (tmp_path / "copy.yaml").write_text("name: mine\nstages: [\n")  # another path, not valid now: the kept text
+    assert with_saved(Request("copy.yaml", resume=True), saved).study_text == MINIMAL
