@@ -71,6 +71,7 @@ def run(request: Request) -> FinishedSweep:
     if saved:
         request = with_saved(request, saved)
     study = request.resolve_study()
+    check_report(study)
     trackers = parse_trackers(request.log)  # unknown or not installed: one line, before Ray starts
     opts = Options(out=out, data_dir=resolve_data_dir(request.data_dir), storage=resolve_storage(request.storage),
                    address=request.address, cpus_per_trial=request.cpus_per_trial,
@@ -208,6 +209,20 @@ def saved_name(study: str, saved: dict) -> str:
         if name != saved["study_name"]:
             return name
     return saved["study"]
+
+
+def check_report(study: Study) -> None:
+    """The study's report function, imported now (it imports plotting code, which a study does
+    not): a bad one is one line before anything trains, not an error after the training."""
+    if study.report is None:
+        return
+    try:
+        function = study.report.resolve()
+    except Exception as e:
+        raise ConfigError(f"report {study.report.function}: cannot be imported ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not callable(function):
+        raise ConfigError(f"report {study.report.function}: not a function")
 
 
 def resolve_storage(value: str | None) -> str | None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import re
 import sys
 import types
@@ -51,6 +52,7 @@ import yaml
 
 from search_spaces import BUILT_IN
 from search_spaces.recipes import RECIPES
+from workloads import metrics as M
 from search_spaces.study import Figure, Report, Stage, Study, Variant
 from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, ConfigError, coerce
 
@@ -79,7 +81,7 @@ def load_study(path: str, text: str, built_in: bool = False) -> Study:
             _check_name(study.name)
             if not study.quick:
                 study = replace(study, quick=default_quick(study))
-        study.with_overrides({})  # every planned trial built and checked: a bad value names the file
+        _check_names(study.with_overrides({}))  # every planned trial built and checked: a bad value names the file
     except ConfigError as e:
         message = str(e)
         raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
@@ -94,6 +96,45 @@ def _check_name(name: str) -> None:
     if name in BUILT_IN:
         raise ConfigError(f"name: {name!r} is a built-in study's (its runs are under runs/{name}/); "
                           f"choose another name")
+
+
+def _check_names(study: Study) -> None:
+    """What the report reads, checked now rather than after the training: the report function's
+    module exists (imported when the sweep starts: plotting code), the figures' metrics are
+    curves, and the reference and the figures' groups are groups of the plan (when every
+    stage's groups are known before anything runs)."""
+    module = study.report.function.partition(":")[0] if study.report else ""
+    try:
+        found = importlib.util.find_spec(module) if module else True
+    except (ImportError, ValueError):
+        found = None
+    if not found:
+        raise ConfigError(f"report.function: {study.report.function!r}: no module {module} "
+                          f"(give 'package.module:function', importable from here)")
+    for i, figure in enumerate(study.figures):
+        for key in ("metrics", "log", "overlay"):
+            unknown = [m for m in getattr(figure, key) if m not in M.CURVES]
+            if unknown:
+                raise ConfigError(f"figures[{i}].{key}: {unknown[0]!r} is no curve; choose from {', '.join(M.CURVES)}")
+    if not all(p.known for p in study.plan.stages):
+        return
+    trials = [t for p in study.plan.stages for t in p.trials]
+    groups = {t.group for t in trials}
+    for i, figure in enumerate(study.figures):
+        missing = [g for g in figure.groups if g not in groups]
+        if missing:
+            raise ConfigError(f"figures[{i}].groups: {missing[0]!r} is no group of the study's; "
+                              f"its groups: {', '.join(sorted(groups))}")
+    key, sep, value = study.reference.partition("=")
+    if sep:
+        if key not in FIELDS:
+            raise ConfigError(f"reference: {study.reference!r}: unknown config key {key!r}")
+        typed = coerce(f"reference {key}", value, FIELD_TYPES[key])
+        if not any(t.config.to_flat()[key] == typed for t in trials):
+            raise ConfigError(f"reference: {study.reference!r}: no group of the study has {key}={value}")
+    elif study.reference and study.reference not in groups:
+        raise ConfigError(f"reference: {study.reference!r} is no group of the study's; "
+                          f"its groups: {', '.join(sorted(groups))}")
 
 
 def default_quick(study: Study) -> tuple:

@@ -76,10 +76,30 @@ def test_the_example_file(capsys):
     ("name: ../../escape\nstages:\n  - {name: s}\n", "x.yaml: name: '../../escape': a study's name names its folder"),
     ("name: .hidden\nstages:\n  - {name: s}\n", "x.yaml: name: '.hidden'"),
     ("name: part3\nstages:\n  - {name: s}\n", "x.yaml: name: 'part3' is a built-in study's"),
+    ("name: x\nstages:\n  - {name: s, axes: {lr: [0.1]}}\nreference: lr0.1\n", "x.yaml: reference: 'lr0.1' is no group"),
+    ("name: x\nstages:\n  - {name: s, axes: {lr: [0.1]}}\nreference: lr=0.5\n", "no group of the study has lr=0.5"),
+    ("name: x\nstages:\n  - {name: s}\nreference: colour=red\n", "x.yaml: reference: 'colour=red': unknown config key"),
+    ("name: x\nstages:\n  - {name: s}\nfigures: [{name: f, title: t, metrics: [accuracy]}]\n",
+     "x.yaml: figures[0].metrics: 'accuracy' is no curve"),
+    ("name: x\nstages:\n  - {name: s}\nfigures: [{name: f, title: t, groups: [t]}]\n",
+     "x.yaml: figures[0].groups: 't' is no group of the study's"),
+    ("name: x\nstages:\n  - {name: s}\nreport: nowhere.mine:report\n",
+     "x.yaml: report.function: 'nowhere.mine:report': no module nowhere.mine"),
 ])
 def test_file_errors_are_one_line_naming_file_and_key(capsys, tmp_path, text, needle):
     (tmp_path / "x.yaml").write_text(text)
     one_line_error(capsys, ["plan", str(tmp_path / "x.yaml")], needle)
+
+
+def test_a_report_function_that_is_not_there_is_refused_before_anything_runs(capsys, tmp_path):
+    """Its module exists (checked at load), the function is not: refused when the sweep starts
+    (importing the report imports plotting code, which reading a study does not)."""
+    (tmp_path / "x.yaml").write_text("name: x\nstages:\n  - {name: s}\nreport: results.reports:no_such\n")
+    assert main(["plan", str(tmp_path / "x.yaml")]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, ["sweep", str(tmp_path / "x.yaml"), "--out", str(tmp_path / "out")],
+                   "report results.reports:no_such: cannot be imported (AttributeError")
+    assert not (tmp_path / "out").exists()
 
 
 def test_scalars_from_yaml_are_typed_and_quick_has_a_default(tmp_path):
