@@ -12,7 +12,7 @@ A YAML file (every key but `name` and `stages` optional; docs/examples/my_study.
     recipe: tutorial            # a named base (search_spaces/recipes.py), or a list of them
     base: {optimizer: adam, epochs: 10}    # what differs from the defaults (and the recipe)
     repeats: 3
-    quick: {repeats: 2, epochs: 1, train_subset: 2000}     # --quick's overrides
+    quick: {repeats: 2, epochs: 1, train_subset: 2000}     # --quick's overrides (default: QUICK)
     stages:
       - name: train
         axes: {arch: [mlp_1, cnn_3], lr: [0.01, 0.001]}    # a grid, first key outermost
@@ -30,6 +30,11 @@ A YAML file (every key but `name` and `stages` optional; docs/examples/my_study.
       - {name: curves, title: all groups, metrics: [train_loss, val_acc]}
     report: results.reports:variants_report    # default; or {function: ..., stages: [...], args: {...}}
 
+`name` names the runs' folder (runs/NAME/): letters, digits, _ - ., not a built-in study's
+name. A file without `quick` (a .py file: an empty Study.quick) gets QUICK, so that --quick is
+minutes: 1 epoch on subsets, 2 repeats (at most the study's; a stage's own repeats stay).
+The reference, the figures' metrics and groups and the report's module are checked at load;
+the report function itself when a sweep starts (it imports plotting code).
 List-valued settings (`metrics`, `augment`, `spec`) may be YAML lists. A Python file
 defines `STUDY` with the classes of search_spaces.study. Errors are one line naming
 the file and the key. A sweep keeps the file's text (sweep.json, provenance.json):
