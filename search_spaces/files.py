@@ -204,7 +204,8 @@ def _stage(doc, where: str) -> Stage:
                                                                                       f"{where}.variants")))
     group_name = _scalar(doc, "group_name", str, f"{where}.", "")
     return Stage(name, axes=axes, fixed=_settings(doc.get("fixed", {}), f"{where}.fixed"), variants=variants,
-                 prefix=_scalar(doc, "prefix", str, f"{where}.", ""), repeats=_scalar(doc, "repeats", int, f"{where}.", 0),
+                 prefix=_scalar(doc, "prefix", str, f"{where}.", ""),
+                 repeats=_scalar(doc, "repeats", int, f"{where}.", 0),
                  group_name=FormatName(group_name) if group_name else None)
 
 

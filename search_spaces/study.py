@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from workloads import metrics as M
-from search_spaces.axes import AXIS_ALIASES, SEEDS_ARE_REPEATS, is_value_list, label, restrict, stage_override, with_axis
+from search_spaces.axes import (AXIS_ALIASES, SEEDS_ARE_REPEATS, is_value_list, label, restrict, stage_override,
+                                with_axis)
 from search_spaces.plan import Plan, plan_of
 from workloads.config import FIELD_TYPES, FIELDS, SEED, ConfigError, TrialConfig, coerce
 

@@ -72,11 +72,13 @@ def test_the_example_file(capsys):
     ("name: x\nstages:\n  - {name: s, prefix: 3}\n", "x.yaml: stages.s.prefix: expected str, got 3"),
     ("name: x\nselect: [val_acc]\nstages:\n  - {name: s}\n", "x.yaml: select: expected str, got ['val_acc']"),
     ("name: x\nreference: {a: 1}\nstages:\n  - {name: s}\n", "x.yaml: reference: expected str"),
-    ("name: x\nstages:\n  - {name: s, variants: [{name: v, note: 3}]}\n", "x.yaml: stages.s.variants[0].note: expected str"),
+    ("name: x\nstages:\n  - {name: s, variants: [{name: v, note: 3}]}\n",
+     "x.yaml: stages.s.variants[0].note: expected str"),
     ("name: ../../escape\nstages:\n  - {name: s}\n", "x.yaml: name: '../../escape': a study's name names its folder"),
     ("name: .hidden\nstages:\n  - {name: s}\n", "x.yaml: name: '.hidden'"),
     ("name: part3\nstages:\n  - {name: s}\n", "x.yaml: name: 'part3' is a built-in study's"),
-    ("name: x\nstages:\n  - {name: s, axes: {lr: [0.1]}}\nreference: lr0.1\n", "x.yaml: reference: 'lr0.1' is no group"),
+    ("name: x\nstages:\n  - {name: s, axes: {lr: [0.1]}}\nreference: lr0.1\n",
+     "x.yaml: reference: 'lr0.1' is no group"),
     ("name: x\nstages:\n  - {name: s, axes: {lr: [0.1]}}\nreference: lr=0.5\n", "no group of the study has lr=0.5"),
     ("name: x\nstages:\n  - {name: s}\nreference: colour=red\n", "x.yaml: reference: 'colour=red': unknown config key"),
     ("name: x\nstages:\n  - {name: s}\nfigures: [{name: f, title: t, metrics: [accuracy]}]\n",
@@ -149,7 +151,8 @@ def test_a_list_on_a_key_that_is_no_axis_adds_one(capsys):
 def test_a_value_twice_is_one_group_and_seeds_are_no_axis(capsys, tmp_path, monkeypatch):
     for key in ("lr", "train.lr"):                   # a new axis: one value, one group
         study = get_study("part3").with_overrides({key: "0.1,0.10", "repeats": "2"})
-        assert [t.name for t in study.plan["train"].trials][:3] == ["mlp_1_lr0.1_r0", "mlp_1_lr0.1_r1", "mlp_2_lr0.1_r0"]
+        names = [t.name for t in study.plan["train"].trials]
+        assert names[:3] == ["mlp_1_lr0.1_r0", "mlp_1_lr0.1_r1", "mlp_2_lr0.1_r0"] and len(names) == 10
     for key in ("archs", "train.arch"):                      # an axis restricted, by study or by stage
         study = get_study("part3").with_overrides({key: "cnn_3,cnn_3", "repeats": "2"})
         assert [t.name for t in study.plan["train"].trials] == ["cnn_3_r0", "cnn_3_r1"]
