@@ -3,9 +3,9 @@ configuration trained again with repeats on new seeds.
 
     python -m orchestrator sweep tune                                 # random search, ASHA stops the weak
     python -m orchestrator sweep tune searcher=optuna samples=40      # Optuna's TPE (pip install -e '.[optuna]')
-    python -m orchestrator sweep tune scheduler=none                  # every candidate trains to the end
-    python -m orchestrator sweep tune scheduler=asha:grace_period=2:reduction_factor=2
-    python -m orchestrator plan tune --quick                          # the space, searcher and scheduler
+    python -m orchestrator sweep tune early_stop=none                 # every candidate trains to the end
+    python -m orchestrator sweep tune early_stop=asha:grace_period=2:reduction_factor=2
+    python -m orchestrator plan tune --quick                          # the space, searcher and early stopping
 
 Stages:
   search  `samples` candidates (default 20) from the space below, each one run with the
@@ -17,7 +17,8 @@ Stages:
           (100, 101, ...): the only runs that score the test set.
 
 Study options (key=value beside config overrides): searcher=random|optuna,
-scheduler=none|asha[:grace_period=G][:reduction_factor=R], samples=N.
+early_stop=none|asha[:grace_period=G][:reduction_factor=R], samples=N (`scheduler` stays the
+learning-rate schedule's config key).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from dataclasses import replace
 
 from search_spaces.search import best_of
 from search_spaces.study import Report, Stage, Study
-from search_spaces.tune_search import ASHA, Choice, LogUniform, TuneSearch, parse_scheduler
+from search_spaces.tune_search import ASHA, Choice, LogUniform, TuneSearch, parse_early_stop
 from workloads import metrics as M
 from workloads.config import ConfigError, coerce
 
@@ -48,8 +49,8 @@ def _searcher(study: Study, raw) -> Study:
     return _with_search(study, searcher=str(raw))
 
 
-def _scheduler(study: Study, raw) -> Study:
-    return _with_search(study, scheduler=parse_scheduler(raw))
+def _early_stop(study: Study, raw) -> Study:
+    return _with_search(study, scheduler=parse_early_stop(raw))
 
 
 def _samples(study: Study, raw) -> Study:
@@ -73,7 +74,7 @@ STUDY = Study(
     # epoch and at one; two final repeats.
     quick=(("repeats", 2), ("epochs", 2), ("train_subset", 500), ("val_subset", 500), ("test_subset", 500),
            ("record_unit", "step"), ("record_every", 2), ("samples", 6),
-           ("scheduler", "asha:grace_period=0.5:reduction_factor=2")),
+           ("early_stop", "asha:grace_period=0.5:reduction_factor=2")),
     report=Report("results.tune_search:tune_report", stages=("search", "final")),
-    options=(("searcher", _searcher), ("scheduler", _scheduler), ("samples", _samples)),
+    options=(("searcher", _searcher), ("early_stop", _early_stop), ("samples", _samples)),
 )

@@ -179,31 +179,32 @@ class TuneSearch:
                "optuna": "Optuna's TPE (Tune's OptunaSearch)"}[self.searcher]
         lines = [f"stage {stage}: {how}, {self.num_samples} candidates of one run each (the stage's seed), "
                  f"searcher seed {self.seed}; chosen on {self.metric} among the candidates that completed",
-                 "  scheduler: " + (self.scheduler.describe() if self.scheduler else "none (every candidate "
+                 "  early stop: " + (self.scheduler.describe() if self.scheduler else "none (every candidate "
                                                                                     "trains to the end)")]
         return lines + [f"  {k:<14} {d.describe()}" for k, d in self.space]
 
 
-def parse_scheduler(text: str) -> ASHA | None:
-    """'none', 'asha' or 'asha:grace_period=0.5:reduction_factor=2' (a study option's value)."""
+def parse_early_stop(text: str) -> ASHA | None:
+    """'none', 'asha' or 'asha:grace_period=0.5:reduction_factor=2' (the study option
+    early_stop's value; not `scheduler`, the learning-rate schedule's config key)."""
     name, *params = str(text).strip().split(":")
     if name == "none" and not params:
         return None
     if name != "asha":
-        raise ConfigError(f"scheduler {text!r}: choose none or asha[:grace_period=G][:reduction_factor=R]")
+        raise ConfigError(f"early_stop={text!r}: choose none or asha[:grace_period=G][:reduction_factor=R]")
     known = {f.name for f in fields(ASHA)}
     values = {}
     for p in params:
         key, eq, raw = p.partition("=")
         if not eq or key not in known:
-            raise ConfigError(f"scheduler {text!r}: asha takes {', '.join(sorted(known))} as key=value")
+            raise ConfigError(f"early_stop={text!r}: asha takes {', '.join(sorted(known))} as key=value")
         try:
             values[key] = float(raw)
         except ValueError:
-            raise ConfigError(f"scheduler {text!r}: {key}={raw!r} is not a number") from None
+            raise ConfigError(f"early_stop={text!r}: {key}={raw!r} is not a number") from None
         if not math.isfinite(values[key]):
-            raise ConfigError(f"scheduler {text!r}: {key} must be finite")
+            raise ConfigError(f"early_stop={text!r}: {key} must be finite")
     return ASHA(**values)
 
 
-__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "parse_scheduler"]
+__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "parse_early_stop"]

@@ -4,6 +4,7 @@ scheduler that never stops a run at its last record and writes down whom it stop
 quick sweeps through the command line: random search to the end, and Optuna with ASHA."""
 import importlib.util
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 from orchestrator.cli import main
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
-from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_scheduler
+from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_early_stop
 from workloads import metrics as M
 from workloads.config import ConfigError
 
@@ -29,18 +30,30 @@ def test_the_tune_study_and_its_options():
     assert search.search.most_trials(study.repeats) == 20  # candidates are single runs; the final stage repeats
     quick = study.with_quick()
     assert quick.stages[0].search.num_samples == 6 and quick.stages[0].search.scheduler == ASHA(0.5, 2.0)
-    changed = study.with_overrides({"searcher": "optuna", "scheduler": "none", "samples": "4"}) \
-        if importlib.util.find_spec("optuna") else study.with_overrides({"scheduler": "none", "samples": "4"})
+    changed = study.with_overrides({"searcher": "optuna", "early_stop": "none", "samples": "4"}) \
+        if importlib.util.find_spec("optuna") else study.with_overrides({"early_stop": "none", "samples": "4"})
     assert changed.stages[0].search.scheduler is None and changed.stages[0].search.num_samples == 4
     lines = study.with_quick().plan.lines()
     assert lines[1].startswith("stage search: random search (Tune's BasicVariantGenerator), 6 candidates")
     assert "ASHA (grace period 0.5 epochs, reduction factor 2)" in lines[2]
     assert "  lr             loguniform(0.001, 0.2)" in lines
     for bad, match in ((("searcher", "grid"), "choose from random, optuna"), (("samples", "0"), "samples must be"),
-                       (("scheduler", "hyperband"), "choose none or asha"),
-                       (("scheduler", "asha:grace=1"), "asha takes grace_period")):
+                       (("early_stop", "hyperband"), "choose none or asha"),
+                       (("early_stop", "asha:grace=1"), "asha takes grace_period")):
         with pytest.raises(ConfigError, match=match):
             study.with_overrides(dict([bad]))
+
+
+def test_scheduler_stays_the_learning_rate_schedule_and_no_option_may_hide_a_config_key(capsys):
+    study = get_study("tune").with_overrides({"scheduler": "cosine", "early_stop": "none"})
+    assert study.base_config().train.scheduler == "cosine" and study.stages[0].search.scheduler is None
+    with pytest.raises(ConfigError, match=r"option\(s\) \['scheduler'\] are also config keys; rename the option"):
+        replace(study, options=(("scheduler", lambda s, raw: s),))
+    with pytest.raises(ConfigError, match=r"option\(s\) \['repeats'\] are also config keys"):
+        replace(study, options=(("repeats", lambda s, raw: s),))
+    assert main(["plan", "tune", "early_stop=cosine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "early_stop='cosine': choose none or asha" in err
 
 
 def test_optuna_missing_is_one_line_naming_the_extra(monkeypatch):
@@ -66,7 +79,7 @@ def test_a_space_is_checked_where_it_is_built():
                 lambda: ASHA(1, 1)):
         with pytest.raises(ConfigError):
             bad()
-    assert parse_scheduler("none") is None and parse_scheduler("asha:reduction_factor=4") == ASHA(1.0, 4.0)
+    assert parse_early_stop("none") is None and parse_early_stop("asha:reduction_factor=4") == ASHA(1.0, 4.0)
     # Every data set a candidate can have is prepared first: the choices of data settings.
     search = TuneSearch(SPACE + (("normalize", Choice(("half", "dataset"))),))
     base = get_study("tune").base_config().to_flat()
@@ -152,7 +165,7 @@ def check_final(out, n_candidates: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.slow
 def test_a_random_search_runs_every_candidate_to_the_end(ray_local, data_dir, tmp_path):
     out = tmp_path / "random"
-    assert sweep(out, data_dir, "searcher=random", "scheduler=none", "samples=3") == 0
+    assert sweep(out, data_dir, "searcher=random", "early_stop=none", "samples=3") == 0
     candidates, runs = check_final(out, 3)
     assert (candidates["status"] == M.FINISHED).all() and (candidates["epochs_trained"] == 2).all()
     assert candidates["lr"].nunique() == 3 and candidates["lr"].between(1e-3, 0.2).all()
