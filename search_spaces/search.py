@@ -122,13 +122,17 @@ class SearchRecords(list):
         return {k: v for k, v in self.best.items() if k != SEED and self.base.get(k) != v}
 
 
-def _best_of(stage: str, earlier) -> dict:
+def _best_of(stage: str, earlier, seed_offset: int | None = None) -> dict:
     found = earlier.get(stage)
     if not isinstance(found, SearchRecords):
         raise ConfigError(f"stage {stage!r} is not a search stage that ran before this one")
-    return found.best_changes()
+    if seed_offset is None:
+        return found.best_changes()
+    return {**found.best_changes(), SEED: found.base[SEED] + seed_offset}
 
 
-def best_of(stage: str) -> Callable[[Any], dict]:
-    """A Stage.derive: the configuration the search stage `stage` chose."""
-    return partial(_best_of, stage)
+def best_of(stage: str, seed_offset: int | None = None) -> Callable[[Any], dict]:
+    """A Stage.derive: the configuration the search stage `stage` chose; with `seed_offset`,
+    on seeds that far above the search's own (its seed + offset + repeat), so that they stay
+    new whatever seed the user sets."""
+    return partial(_best_of, stage, seed_offset=seed_offset)

@@ -26,6 +26,7 @@ import itertools
 import math
 from dataclasses import dataclass, fields
 
+from search_spaces.axes import AXIS_ALIASES
 from workloads import metrics as M
 from workloads.config import FIELDS, ConfigError, DataConfig, TrialConfig
 
@@ -184,6 +185,29 @@ class TuneSearch:
         return lines + [f"  {k:<14} {d.describe()}" for k, d in self.space]
 
 
+def check_searches(study) -> None:
+    """A Study.check for a study with TuneSearch stages, refusing what would be ignored: a
+    user's value of a key the space samples (`lr=0.05`, `final.lr=0.05`: the candidates
+    sample it, a later stage trains the value chosen), and ASHA whose grace period is not
+    below the runs' epochs (its first rung would be the last record, which it never stops)."""
+    for stage in study.stages:
+        if not isinstance(stage.search, TuneSearch):
+            continue
+        searched = dict(stage.search.space)
+        for raw_key, raw in study.user:
+            key = raw_key.rpartition(".")[2]
+            key = AXIS_ALIASES.get(key, key)
+            if key in searched:
+                raise ConfigError(f"{raw_key}={raw}: stage {stage.name} searches {key} "
+                                  f"({searched[key].describe()}) and later stages train the value it chooses, "
+                                  f"so a value set here would be ignored")
+        asha, epochs = stage.search.scheduler, study.stage_config(stage).train.epochs
+        if asha is not None and asha.grace_period >= epochs:
+            raise ConfigError(f"stage {stage.name}: ASHA's grace period ({asha.grace_period:g} epochs) is not below "
+                              f"the runs' {epochs} epoch(s), so it could stop no candidate; lower it "
+                              f"(early_stop=asha:grace_period=G) or early_stop=none")
+
+
 def parse_early_stop(text: str) -> ASHA | None:
     """'none', 'asha' or 'asha:grace_period=0.5:reduction_factor=2' (the study option
     early_stop's value; not `scheduler`, the learning-rate schedule's config key)."""
@@ -207,4 +231,5 @@ def parse_early_stop(text: str) -> ASHA | None:
     return ASHA(**values)
 
 
-__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "parse_early_stop"]
+__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "check_searches",
+           "parse_early_stop"]

@@ -14,6 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 from orchestrator.cli import main
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
+from search_spaces.search import SearchRecords
 from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_early_stop
 from workloads import metrics as M
 from workloads.config import ConfigError
@@ -26,7 +27,7 @@ def test_the_tune_study_and_its_options():
     search, final = study.stages
     assert (search.search.searcher, search.search.num_samples, search.search.scheduler) == ("random", 20, ASHA(1.0, 3.0))
     assert [k for k, _ in search.search.space] == ["lr", "batch_size", "weight_decay", "optimizer"]
-    assert dict(search.fixed) == {"score_test": False} and dict(final.fixed) == {"score_test": True, "seed": 100}
+    assert dict(search.fixed) == {"score_test": False} and dict(final.fixed) == {"score_test": True}
     assert search.search.most_trials(study.repeats) == 20  # candidates are single runs; the final stage repeats
     quick = study.with_quick()
     assert quick.stages[0].search.num_samples == 6 and quick.stages[0].search.scheduler == ASHA(0.5, 2.0)
@@ -54,6 +55,36 @@ def test_scheduler_stays_the_learning_rate_schedule_and_no_option_may_hide_a_con
     assert main(["plan", "tune", "early_stop=cosine"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "early_stop='cosine': choose none or asha" in err
+
+
+def test_what_would_be_ignored_is_refused_in_one_line(capsys):
+    """A value of a searched key (the final stage trains the chosen one), and ASHA that could stop
+    nobody (its grace period at or past the runs' last record, which it never stops)."""
+    for args, said in ((["lr=0.05"], "lr=0.05: stage search searches lr (loguniform(0.001, 0.2)) and later stages "
+                                     "train the value it chooses, so a value set here would be ignored"),
+                       (["final.batch_size=64"], "final.batch_size=64: stage search searches batch_size"),
+                       (["epochs=1"], "ASHA's grace period (1 epochs) is not below the runs' 1 epoch(s)"),
+                       (["--quick", "early_stop=asha:grace_period=2"], "grace period (2 epochs) is not below the runs' 2"),
+                       (["final.seed=3"], "final.seed: the final runs' seeds follow the search's")):
+        assert main(["plan", "tune", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and said in err, err
+    assert main(["plan", "tune", "epochs=1", "early_stop=none"]) == 0
+    assert main(["plan", "tune", "--quick", "epochs=1", "early_stop=asha:grace_period=0.5"]) == 0
+
+
+def test_the_final_runs_never_reuse_the_candidates_seed():
+    """seed=5 moves the candidates to seed 5 and the final runs to 105, 106, 107 (not 5, 6, 7)."""
+    for overrides, candidates in (({}, 0), ({"seed": "5"}, 5), ({"search.seed": "7"}, 7)):
+        study = get_study("tune").with_overrides(overrides)
+        search, final = study.stages
+        base = study.stage_config(search).to_flat()
+        assert base["seed"] == candidates
+        chosen = {**base, "lr": 0.05, "batch_size": 32}
+        trials = study.stage_trials(final, {"search": SearchRecords([], [], chosen, base)})
+        assert [t.config.train.seed for t in trials] == [candidates + 100 + r for r in range(3)]
+        assert {(t.config.train.lr, t.config.train.batch_size, t.config.train.score_test) for t in trials} == \
+            {(0.05, 32, True)}
 
 
 def test_optuna_missing_is_one_line_naming_the_extra(monkeypatch):
