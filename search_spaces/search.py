@@ -81,6 +81,12 @@ class Search:
                 pass  # a combination no trial can have
         return out
 
+    def values_of(self, key: str) -> set:
+        """The values of `key` the search's values set (e.g. the archs whose packages a
+        cluster's workers need); a value computed from the best so far is not known here."""
+        return {v for s in self.settings for _, changes in s.values if not callable(changes)
+                for k, v in changes if k == key}
+
     def describe(self) -> str:
         """What varies in the stage, for the report's table of stages."""
         return f"one setting at a time, chosen on {self.metric}: " + ", ".join(s.name for s in self.settings)

@@ -168,6 +168,12 @@ class TuneSearch:
                 pass  # a combination no candidate can have
         return out
 
+    def values_of(self, key: str) -> set:
+        """The values of `key` a candidate can have: a Choice's (e.g. the archs whose
+        packages a cluster's workers need), none for a continuous domain or another key."""
+        domain = dict(self.space).get(key)
+        return set(domain.values) if isinstance(domain, Choice) else set()
+
     def describe(self) -> str:
         """What varies in the stage, for the report's table of stages."""
         how = "random search" if self.searcher == "random" else "Optuna's TPE"

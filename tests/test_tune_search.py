@@ -12,9 +12,11 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.cli import main
+from orchestrator.driver import own_models
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
-from search_spaces.search import SearchRecords
+from search_spaces.search import Search, SearchRecords, Setting, best_of
+from search_spaces.study import Stage, Study
 from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_early_stop
 from workloads import metrics as M
 from workloads.config import ConfigError
@@ -85,6 +87,22 @@ def test_the_final_runs_never_reuse_the_candidates_seed():
         assert [t.config.train.seed for t in trials] == [candidates + 100 + r for r in range(3)]
         assert {(t.config.train.lr, t.config.train.batch_size, t.config.train.score_test) for t in trials} == \
             {(0.05, 32, True)}
+
+
+def test_a_clusters_workers_get_the_own_models_a_search_can_ask_for(tmp_path, monkeypatch):
+    """An imported arch that only a search stage names (a Choice of the space, a coordinate
+    setting's value) is shipped too: the final stage trains what the search chose."""
+    (tmp_path / "searched_models").mkdir()
+    (tmp_path / "searched_models" / "__init__.py").write_text("from tests.fixtures.own_model import small\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    own = "searched_models:small"
+    tuned = Study("t", "", (Stage("search", search=TuneSearch(SPACE + (("arch", Choice(("tutorial", own))),))),
+                            Stage("final", derive=best_of("search"))))
+    one_at_a_time = Study("c", "", (Stage("search", search=Search((Setting("arch", (("own", (("arch", own),)),)),))),
+                                    Stage("final", derive=best_of("search"))))
+    for study in (tuned, one_at_a_time):
+        assert [m.__name__ for m in own_models(study)] == ["searched_models"], study.name
+    assert own_models(replace(tuned, stages=(Stage("search", search=TuneSearch(SPACE)),))) == []
 
 
 def test_optuna_missing_is_one_line_naming_the_extra(monkeypatch):
