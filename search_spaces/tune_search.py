@@ -7,11 +7,12 @@ ASHA, which stops candidates early (orchestrator/tune_search.py runs it).
     Stage("search", search=TuneSearch(SPACE, num_samples=16, searcher="optuna",
                                       scheduler=ASHA(grace_period=1, reduction_factor=3)),
           fixed=(("score_test", False),))
-    Stage("final", derive=best_of("search"), fixed=(("score_test", True), ("seed", 100)))
+    Stage("final", derive=best_of("search", seed_offset=100), fixed=(("score_test", True),))
 
 A candidate is one run (repeats do not apply: the search's candidates are single runs, all
 with the stage's seed, so that they differ only in what the space samples); the final
-stage trains the chosen configuration with the study's repeats on new seeds and is the only
+stage trains the chosen configuration with the study's repeats on new seeds (the search's
+seed + 100 + repeat, whatever seed the user sets) and is the only
 one that scores the test set. The choice is the best last validation score among the
 candidates that completed: a candidate ASHA stopped has trained less than the others, so
 its score is not comparable (it stays in the record, marked as stopped early).
@@ -22,13 +23,13 @@ space into tune.uniform/loguniform/randint/choice and the searcher and scheduler
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
 from dataclasses import dataclass, fields
 
 from search_spaces.axes import AXIS_ALIASES
+from search_spaces.search import DATA_KEYS, data_configs
 from workloads import metrics as M
-from workloads.config import FIELDS, ConfigError, DataConfig, TrialConfig
+from workloads.config import FIELDS, SEED, ConfigError, DataConfig
 
 SEARCHERS = ("random", "optuna")  # Tune's BasicVariantGenerator; ray.tune.search.optuna.OptunaSearch (TPE)
 OPTUNA_HINT = "pip install -e '.[optuna]'"
@@ -126,14 +127,13 @@ class TuneSearch:
         keys = [k for k, _ in self.space]
         if not keys or len(set(keys)) != len(keys):
             raise ConfigError(f"a Tune search needs a space of distinct keys, got {keys}")
-        unknown = [k for k in keys if k not in FIELDS or k == "seed"]
+        unknown = [k for k in keys if k not in FIELDS or k == SEED]
         if unknown:
             raise ConfigError(f"search space: unknown key(s) {unknown} (the seed is the stage's)")
         wrong = [k for k, d in self.space if not isinstance(d, DOMAINS)]
         if wrong:
             raise ConfigError(f"search space: {wrong} need a domain: Uniform, LogUniform, Integer or Choice")
-        data = {f.name for f in fields(DataConfig)}
-        continuous = [k for k, d in self.space if k in data and not isinstance(d, Choice)]
+        continuous = [k for k, d in self.space if k in DATA_KEYS and not isinstance(d, Choice)]
         if continuous:  # every data set is prepared before the search starts
             raise ConfigError(f"search space: data settings {continuous} must be a Choice")
         if self.scheduler is not None and "epochs" in keys:
@@ -158,15 +158,7 @@ class TuneSearch:
     def data_configs(self, base: dict) -> set[DataConfig]:
         """Every DataConfig a candidate can have: the base's with each combination of the
         data settings' choices."""
-        data = {f.name for f in fields(DataConfig)}
-        options = {k: d.values for k, d in self.space if k in data}
-        out = {TrialConfig.from_flat(base).data}
-        for combo in itertools.product(*options.values()):
-            try:
-                out.add(TrialConfig.from_flat({**base, **dict(zip(options, combo))}).data)
-            except ConfigError:
-                pass  # a combination no candidate can have
-        return out
+        return data_configs(base, {k: d.values for k, d in self.space if k in DATA_KEYS})
 
     def values_of(self, key: str) -> set:
         """The values of `key` a candidate can have: a Choice's (e.g. the archs whose

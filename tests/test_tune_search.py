@@ -11,6 +11,7 @@ import pytest
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
+from interrupt import finished_trials, interrupted
 from orchestrator.cli import main
 from orchestrator.driver import own_models
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
@@ -250,28 +251,9 @@ def test_optuna_with_asha_stops_candidates_early_and_says_so(ray_local, data_dir
 def test_an_interrupted_tune_search_finishes_with_resume(ray_local, data_dir, tmp_path):
     """Interrupt the search (SIGUSR1, as Ctrl-C) once a candidate has finished; --resume runs
     the rest, keeps finished and stopped candidates as they were, and asks for none twice."""
-    import os
-    import signal
-    import threading
-    import time
     out = tmp_path / "tune"
-
-    def finished() -> list:
-        return [p for p in (out / "search").glob("*/result.json") if '"done_training": 1' in p.read_text()]
-
-    def watch():
-        deadline = time.time() + 120
-        while time.time() < deadline and not finished():
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
-    try:
-        threading.Thread(target=watch, daemon=True).start()
-        assert sweep(out, data_dir, "samples=6") == 130
-    finally:
-        signal.signal(signal.SIGUSR1, before)
-    done = {p.parent.name: p.read_text() for p in finished()}
+    assert interrupted(lambda: sweep(out, data_dir, "samples=6"), lambda: bool(finished_trials(out / "search"))) == 130
+    done = {p.parent.name: p.read_text() for p in finished_trials(out / "search")}
     assert 1 <= len(done) < 6 and not (out / "candidates.csv").exists()
     assert main(["sweep", "tune", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
     for name, text in done.items():  # finished candidates were not run again
