@@ -49,8 +49,11 @@ def check_fresh(study: Study, opts: Options) -> None:
 
 def own_models(study: Study) -> list:
     """The packages of the study's own models (`arch=package.module:factory`) for a cluster's
-    workers (Ray's py_modules); a local Ray's workers import from the driver's folder."""
-    archs = {study.base_config().model.arch} | {r.config.model.arch for p in study.plan.stages for r in p.runs}
+    workers (Ray's py_modules); a local Ray's workers import from the driver's folder. A search
+    stage's archs are those it can ask for (a later stage's derive picks among them)."""
+    archs = {study.stage_config(s).model.arch for s in study.stages} \
+        | {r.config.model.arch for p in study.plan.stages for r in p.runs} \
+        | {a for s in study.stages if s.search is not None for a in s.search.values_of("arch")}
     modules = {module_of(a) for a in archs if is_imported(a)}
     return [m for m in modules if getattr(m, "__file__", None)]
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 from ray.tune import Callback
+from ray.tune.result import TIME_TOTAL_S
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -40,6 +41,7 @@ from orchestrator.experiment import (TRIALS_FILE, Interrupted, SweepError, exper
 from orchestrator.trainable import load_meta, load_weights, run_trial
 from results.aggregate import RunRecord
 from results.io import write_csv, write_json
+from results.tune_search import changes_text
 from search_spaces.search import SearchRecords
 from search_spaces.study import Stage, Study
 from search_spaces.tune_search import Choice, Integer, LogUniform, TuneSearch, Uniform
@@ -166,12 +168,12 @@ def candidates(search: TuneSearch, base: dict, results: list, names: dict, stops
     for result in results:
         param, name = result.config["trial"], names[number(result)]
         changes = {k: _plain(param[k]) for k, _ in search.space}
-        text = ", ".join(f"{k}={_short(v)}" for k, v in changes.items())
+        text = changes_text(changes)
         reason = failure(result)
         row = {"candidate": name, "changes": changes, "score": None, "status": "failed", "epochs": None,
                "stopped_at": None, "why": "", "chosen": False}
         if reason is None:
-            record = run_record(param, load_meta(result.checkpoint), float(result.metrics.get("time_total_s", 0.0)),
+            record = run_record(param, load_meta(result.checkpoint), float(result.metrics.get(TIME_TOTAL_S, 0.0)),
                                 partial(load_weights, result.checkpoint))
         elif trial_id(result) in stops:
             record = stopped_record(param, result)
@@ -206,17 +208,13 @@ def stopped_record(param: dict, result) -> RunRecord:
     model = cfg.model.build(cfg.data.in_shape)
     seconds = float(curves[M.TRAIN_SECONDS].iloc[-1]) if M.TRAIN_SECONDS in curves and len(curves) else 0.0
     return RunRecord(stage=param["stage"], group=param["group"], repeat=0, config=cfg.to_flat(), curves=curves,
-                     test_acc=float("nan"), wall_s=float(result.metrics.get("time_total_s", 0.0)),
+                     test_acc=float("nan"), wall_s=float(result.metrics.get(TIME_TOTAL_S, 0.0)),
                      status=M.STOPPED_EARLY, parameters=sum(p.numel() for p in model.parameters()),
                      train_seconds=seconds)
 
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 class Ended(Callback):

@@ -49,14 +49,15 @@ def page_candidates(history: list[dict], metric: str) -> pd.DataFrame:
     rows = sorted(history, key=lambda r: (order.get(r["status"], 2),
                                           np.inf if r["score"] is None else sign * r["score"]))
     return pd.DataFrame([{"candidate": r["candidate"] + (" (chosen)" if r["chosen"] else ""),
-                          "changes": ", ".join(f"{k}={_short(v)}" for k, v in r["changes"].items()),
+                          "changes": changes_text(r["changes"]),
                           f"last {metric}": fmt_num(r["score"]) if r["score"] is not None else Missing("none"),
                           "epochs trained": fmt_num(r["epochs"], 2) if r["epochs"] is not None else Missing(),
                           "status": status_words(r)} for r in rows])
 
 
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def changes_text(changes: dict) -> str:
+    """What a candidate sampled, in words: 'lr=0.0123, batch_size=64'."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
 
 
 def plot_candidates(search, metric: str, path: Path, title: str) -> None:
@@ -111,7 +112,7 @@ def tune_report(results: dict, out: Path, study) -> dict:
              if spec.scheduler else
              f"The search ({spec.describe()}) trained {len(table)} candidates to the end, one run each with the "
              f"stage's seed, on validation data only ({failed} failed).",
-             f"Chosen: {chosen['candidate']} ({', '.join(f'{k}={_short(v)}' for k, v in chosen['changes'].items())}), "
+             f"Chosen: {chosen['candidate']} ({changes_text(chosen['changes'])}), "
              f"the best last {spec.metric} among the candidates that completed"
              + (" (a candidate stopped early trained less: its score is not comparable)" if spec.scheduler else "")
              + f". It was trained again with {final.n} repeat(s) on seeds the "

@@ -14,12 +14,27 @@ order they were asked for, with what the search decided (`history`, `best`).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
 from workloads import metrics as M
 from workloads.config import FIELDS, SEED, ConfigError, DataConfig, TrialConfig
+
+DATA_KEYS = frozenset(k for k, section in FIELDS.items() if section == "data")
+
+
+def data_configs(base: dict, options: dict) -> set[DataConfig]:
+    """The base's DataConfig and that of every combination of `options` ({data key: values}):
+    what a search stage prepares before it starts, as it cannot know which it will ask for."""
+    out = {TrialConfig.from_flat(base).data}
+    for combo in itertools.product(*options.values()):
+        try:
+            out.add(TrialConfig.from_flat({**base, **dict(zip(options, combo))}).data)
+        except ConfigError:
+            pass  # a combination no trial can have
+    return out
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -65,21 +80,20 @@ class Search:
         """Every DataConfig the search can ask for, prepared before it starts: the base's
         with any combination of the data settings its values name (so computed values may
         not change data settings)."""
-        names = {f.name for f in fields(DataConfig)}
         options: dict = {}
         for s in self.settings:
             for _, changes in s.values:
                 if not callable(changes):
                     for k, v in canonical(base, changes).items():
-                        if k in names:
+                        if k in DATA_KEYS:
                             options.setdefault(k, [base[k]]).append(v)
-        out = {TrialConfig.from_flat(base).data}
-        for combo in itertools.product(*options.values()):
-            try:
-                out.add(TrialConfig.from_flat({**base, **dict(zip(options, combo))}).data)
-            except ConfigError:
-                pass  # a combination no trial can have
-        return out
+        return data_configs(base, options)
+
+    def values_of(self, key: str) -> set:
+        """The values of `key` the search's values set (e.g. the archs whose packages a
+        cluster's workers need); a value computed from the best so far is not known here."""
+        return {v for s in self.settings for _, changes in s.values if not callable(changes)
+                for k, v in changes if k == key}
 
     def describe(self) -> str:
         """What varies in the stage, for the report's table of stages."""
@@ -122,13 +136,17 @@ class SearchRecords(list):
         return {k: v for k, v in self.best.items() if k != SEED and self.base.get(k) != v}
 
 
-def _best_of(stage: str, earlier) -> dict:
+def _best_of(stage: str, earlier, seed_offset: int | None = None) -> dict:
     found = earlier.get(stage)
     if not isinstance(found, SearchRecords):
         raise ConfigError(f"stage {stage!r} is not a search stage that ran before this one")
-    return found.best_changes()
+    if seed_offset is None:
+        return found.best_changes()
+    return {**found.best_changes(), SEED: found.base[SEED] + seed_offset}
 
 
-def best_of(stage: str) -> Callable[[Any], dict]:
-    """A Stage.derive: the configuration the search stage `stage` chose."""
-    return partial(_best_of, stage)
+def best_of(stage: str, seed_offset: int | None = None) -> Callable[[Any], dict]:
+    """A Stage.derive: the configuration the search stage `stage` chose; with `seed_offset`,
+    on seeds that far above the search's own (its seed + offset + repeat), so that they stay
+    new whatever seed the user sets."""
+    return partial(_best_of, stage, seed_offset=seed_offset)

@@ -191,6 +191,9 @@ class Study:
         missing = [s for s in (self.report.stages if self.report else ()) if s not in names]
         if missing:
             raise ConfigError(f"study {self.name}: its report reads stages {missing} it does not have")
+        hiding = [name for name, _ in self.options if name in FIELDS or name in STUDY_KEYS]
+        if hiding:  # with_overrides would read `key=value` as one or the other, never both
+            raise ConfigError(f"study {self.name}: option(s) {hiding} are also config keys; rename the option")
 
     def with_source(self, path: str, text: str) -> "Study":
         return replace(self, source=path, text=text)

@@ -3,9 +3,9 @@ configuration trained again with repeats on new seeds.
 
     python -m orchestrator sweep tune                                 # random search, ASHA stops the weak
     python -m orchestrator sweep tune searcher=optuna samples=40      # Optuna's TPE (pip install -e '.[optuna]')
-    python -m orchestrator sweep tune scheduler=none                  # every candidate trains to the end
-    python -m orchestrator sweep tune scheduler=asha:grace_period=2:reduction_factor=2
-    python -m orchestrator plan tune --quick                          # the space, searcher and scheduler
+    python -m orchestrator sweep tune early_stop=none                 # every candidate trains to the end
+    python -m orchestrator sweep tune early_stop=asha:grace_period=2:reduction_factor=2
+    python -m orchestrator plan tune --quick                          # the space, searcher and early stopping
 
 Stages:
   search  `samples` candidates (default 20) from the space below, each one run with the
@@ -14,10 +14,12 @@ Stages:
           there before it stops early. The choice: the best final validation accuracy among
           the candidates that completed (a stopped one trained less: not comparable).
   final   that configuration with the study's repeats (3) on seeds the search never used
-          (100, 101, ...): the only runs that score the test set.
+          (the search's seed + 100, + 101, ...; with seed=5: 105, 106, ...): the only runs
+          that score the test set.
 
 Study options (key=value beside config overrides): searcher=random|optuna,
-scheduler=none|asha[:grace_period=G][:reduction_factor=R], samples=N.
+early_stop=none|asha[:grace_period=G][:reduction_factor=R], samples=N (`scheduler` stays the
+learning-rate schedule's config key).
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ from dataclasses import replace
 
 from search_spaces.search import best_of
 from search_spaces.study import Report, Stage, Study
-from search_spaces.tune_search import ASHA, Choice, LogUniform, TuneSearch, parse_scheduler
+from search_spaces.tune_search import ASHA, Choice, LogUniform, TuneSearch, check_searches, parse_early_stop
 from workloads import metrics as M
-from workloads.config import ConfigError, coerce
+from workloads.config import SEED, ConfigError, coerce
 
 SPACE = (
     ("lr", LogUniform(1e-3, 0.2)),
@@ -35,7 +37,16 @@ SPACE = (
     ("weight_decay", LogUniform(1e-6, 1e-2)),
     ("optimizer", Choice(("sgd:momentum=0.5", "sgd:momentum=0.9", "sgd:momentum=0.95"))),
 )
-FINAL_SEED = 100                      # the final runs' seeds: 100, 101, ...
+# The final runs' seeds: the search's + 100, + 101, ..., new whatever seed= says (the
+# candidates all train on the search's seed).
+FINAL_SEEDS = 100
+
+
+def check(study: Study) -> None:
+    check_searches(study)
+    if any(key == f"final.{SEED}" for key, _ in study.user):
+        raise ConfigError(f"final.{SEED}: the final runs' seeds follow the search's (its seed + {FINAL_SEEDS}, "
+                          f"+ {FINAL_SEEDS + 1}, ...), so that none is a candidate's; set {SEED}= to move both")
 
 
 def _with_search(study: Study, **changes) -> Study:
@@ -48,8 +59,8 @@ def _searcher(study: Study, raw) -> Study:
     return _with_search(study, searcher=str(raw))
 
 
-def _scheduler(study: Study, raw) -> Study:
-    return _with_search(study, scheduler=parse_scheduler(raw))
+def _early_stop(study: Study, raw) -> Study:
+    return _with_search(study, scheduler=parse_early_stop(raw))
 
 
 def _samples(study: Study, raw) -> Study:
@@ -65,7 +76,7 @@ STUDY = Study(
                 "stopping weak candidates, chosen on validation accuracy; the choice with repeats on the test set",
     stages=(Stage("search", search=TuneSearch(SPACE, num_samples=20, scheduler=ASHA(1.0, 3.0)),
                   fixed=(("score_test", False),)),
-            Stage("final", derive=best_of("search"), fixed=(("score_test", True), ("seed", FINAL_SEED)))),
+            Stage("final", derive=best_of("search", seed_offset=FINAL_SEEDS), fixed=(("score_test", True),))),
     base=(("arch", "tutorial"),
           ("metrics", ",".join((M.LOSS, M.VAL_ACC, M.VAL_LOSS)))),  # what choosing needs, nothing more
     repeats=3,
@@ -73,7 +84,8 @@ STUDY = Study(
     # epoch and at one; two final repeats.
     quick=(("repeats", 2), ("epochs", 2), ("train_subset", 500), ("val_subset", 500), ("test_subset", 500),
            ("record_unit", "step"), ("record_every", 2), ("samples", 6),
-           ("scheduler", "asha:grace_period=0.5:reduction_factor=2")),
+           ("early_stop", "asha:grace_period=0.5:reduction_factor=2")),
     report=Report("results.tune_search:tune_report", stages=("search", "final")),
-    options=(("searcher", _searcher), ("scheduler", _scheduler), ("samples", _samples)),
+    options=(("searcher", _searcher), ("early_stop", _early_stop), ("samples", _samples)),
+    check=check,
 )

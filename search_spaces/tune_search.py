@@ -7,11 +7,12 @@ ASHA, which stops candidates early (orchestrator/tune_search.py runs it).
     Stage("search", search=TuneSearch(SPACE, num_samples=16, searcher="optuna",
                                       scheduler=ASHA(grace_period=1, reduction_factor=3)),
           fixed=(("score_test", False),))
-    Stage("final", derive=best_of("search"), fixed=(("score_test", True), ("seed", 100)))
+    Stage("final", derive=best_of("search", seed_offset=100), fixed=(("score_test", True),))
 
 A candidate is one run (repeats do not apply: the search's candidates are single runs, all
 with the stage's seed, so that they differ only in what the space samples); the final
-stage trains the chosen configuration with the study's repeats on new seeds and is the only
+stage trains the chosen configuration with the study's repeats on new seeds (the search's
+seed + 100 + repeat, whatever seed the user sets) and is the only
 one that scores the test set. The choice is the best last validation score among the
 candidates that completed: a candidate ASHA stopped has trained less than the others, so
 its score is not comparable (it stays in the record, marked as stopped early).
@@ -22,12 +23,13 @@ space into tune.uniform/loguniform/randint/choice and the searcher and scheduler
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
 from dataclasses import dataclass, fields
 
+from search_spaces.axes import AXIS_ALIASES
+from search_spaces.search import DATA_KEYS, data_configs
 from workloads import metrics as M
-from workloads.config import FIELDS, ConfigError, DataConfig, TrialConfig
+from workloads.config import FIELDS, SEED, ConfigError, DataConfig
 
 SEARCHERS = ("random", "optuna")  # Tune's BasicVariantGenerator; ray.tune.search.optuna.OptunaSearch (TPE)
 OPTUNA_HINT = "pip install -e '.[optuna]'"
@@ -125,14 +127,13 @@ class TuneSearch:
         keys = [k for k, _ in self.space]
         if not keys or len(set(keys)) != len(keys):
             raise ConfigError(f"a Tune search needs a space of distinct keys, got {keys}")
-        unknown = [k for k in keys if k not in FIELDS or k == "seed"]
+        unknown = [k for k in keys if k not in FIELDS or k == SEED]
         if unknown:
             raise ConfigError(f"search space: unknown key(s) {unknown} (the seed is the stage's)")
         wrong = [k for k, d in self.space if not isinstance(d, DOMAINS)]
         if wrong:
             raise ConfigError(f"search space: {wrong} need a domain: Uniform, LogUniform, Integer or Choice")
-        data = {f.name for f in fields(DataConfig)}
-        continuous = [k for k, d in self.space if k in data and not isinstance(d, Choice)]
+        continuous = [k for k, d in self.space if k in DATA_KEYS and not isinstance(d, Choice)]
         if continuous:  # every data set is prepared before the search starts
             raise ConfigError(f"search space: data settings {continuous} must be a Choice")
         if self.scheduler is not None and "epochs" in keys:
@@ -157,15 +158,13 @@ class TuneSearch:
     def data_configs(self, base: dict) -> set[DataConfig]:
         """Every DataConfig a candidate can have: the base's with each combination of the
         data settings' choices."""
-        data = {f.name for f in fields(DataConfig)}
-        options = {k: d.values for k, d in self.space if k in data}
-        out = {TrialConfig.from_flat(base).data}
-        for combo in itertools.product(*options.values()):
-            try:
-                out.add(TrialConfig.from_flat({**base, **dict(zip(options, combo))}).data)
-            except ConfigError:
-                pass  # a combination no candidate can have
-        return out
+        return data_configs(base, {k: d.values for k, d in self.space if k in DATA_KEYS})
+
+    def values_of(self, key: str) -> set:
+        """The values of `key` a candidate can have: a Choice's (e.g. the archs whose
+        packages a cluster's workers need), none for a continuous domain or another key."""
+        domain = dict(self.space).get(key)
+        return set(domain.values) if isinstance(domain, Choice) else set()
 
     def describe(self) -> str:
         """What varies in the stage, for the report's table of stages."""
@@ -179,31 +178,56 @@ class TuneSearch:
                "optuna": "Optuna's TPE (Tune's OptunaSearch)"}[self.searcher]
         lines = [f"stage {stage}: {how}, {self.num_samples} candidates of one run each (the stage's seed), "
                  f"searcher seed {self.seed}; chosen on {self.metric} among the candidates that completed",
-                 "  scheduler: " + (self.scheduler.describe() if self.scheduler else "none (every candidate "
+                 "  early stop: " + (self.scheduler.describe() if self.scheduler else "none (every candidate "
                                                                                     "trains to the end)")]
         return lines + [f"  {k:<14} {d.describe()}" for k, d in self.space]
 
 
-def parse_scheduler(text: str) -> ASHA | None:
-    """'none', 'asha' or 'asha:grace_period=0.5:reduction_factor=2' (a study option's value)."""
+def check_searches(study) -> None:
+    """A Study.check for a study with TuneSearch stages, refusing what would be ignored: a
+    user's value of a key the space samples (`lr=0.05`, `final.lr=0.05`: the candidates
+    sample it, a later stage trains the value chosen), and ASHA whose grace period is not
+    below the runs' epochs (its first rung would be the last record, which it never stops)."""
+    for stage in study.stages:
+        if not isinstance(stage.search, TuneSearch):
+            continue
+        searched = dict(stage.search.space)
+        for raw_key, raw in study.user:
+            key = raw_key.rpartition(".")[2]
+            key = AXIS_ALIASES.get(key, key)
+            if key in searched:
+                raise ConfigError(f"{raw_key}={raw}: stage {stage.name} searches {key} "
+                                  f"({searched[key].describe()}) and later stages train the value it chooses, "
+                                  f"so a value set here would be ignored")
+        asha, epochs = stage.search.scheduler, study.stage_config(stage).train.epochs
+        if asha is not None and asha.grace_period >= epochs:
+            raise ConfigError(f"stage {stage.name}: ASHA's grace period ({asha.grace_period:g} epochs) is not below "
+                              f"the runs' {epochs} epoch(s), so it could stop no candidate; lower it "
+                              f"(early_stop=asha:grace_period=G) or early_stop=none")
+
+
+def parse_early_stop(text: str) -> ASHA | None:
+    """'none', 'asha' or 'asha:grace_period=0.5:reduction_factor=2' (the study option
+    early_stop's value; not `scheduler`, the learning-rate schedule's config key)."""
     name, *params = str(text).strip().split(":")
     if name == "none" and not params:
         return None
     if name != "asha":
-        raise ConfigError(f"scheduler {text!r}: choose none or asha[:grace_period=G][:reduction_factor=R]")
+        raise ConfigError(f"early_stop={text!r}: choose none or asha[:grace_period=G][:reduction_factor=R]")
     known = {f.name for f in fields(ASHA)}
     values = {}
     for p in params:
         key, eq, raw = p.partition("=")
         if not eq or key not in known:
-            raise ConfigError(f"scheduler {text!r}: asha takes {', '.join(sorted(known))} as key=value")
+            raise ConfigError(f"early_stop={text!r}: asha takes {', '.join(sorted(known))} as key=value")
         try:
             values[key] = float(raw)
         except ValueError:
-            raise ConfigError(f"scheduler {text!r}: {key}={raw!r} is not a number") from None
+            raise ConfigError(f"early_stop={text!r}: {key}={raw!r} is not a number") from None
         if not math.isfinite(values[key]):
-            raise ConfigError(f"scheduler {text!r}: {key} must be finite")
+            raise ConfigError(f"early_stop={text!r}: {key} must be finite")
     return ASHA(**values)
 
 
-__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "parse_scheduler"]
+__all__ = ["ASHA", "Choice", "Integer", "LogUniform", "SEARCHERS", "TuneSearch", "Uniform", "check_searches",
+           "parse_early_stop"]

@@ -2,16 +2,13 @@
 configs it asks for, in which order, on a synthetic score, without Ray), the replay that
 reads the search back from its records, the final stage derived from the search, and
 quick sweeps through the command line: whole, and interrupted then resumed."""
-import os
-import signal
-import threading
-import time
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 
+from interrupt import finished_trials, interrupted
 from orchestrator.cli import main
 from orchestrator.search_stage import make_searcher, replay
 from results.aggregate import RunRecord
@@ -296,23 +293,10 @@ def test_an_interrupted_search_continues_with_resume(ray_local, data_dir, tmp_pa
     """Interrupt the sweep (SIGUSR1, as Ctrl-C) once the first setting's trials are done;
     --resume finishes the search without running any finished trial again."""
     out = tmp_path / "coordinate"
-
-    def finished() -> list:
-        return [p for p in (out / "search").glob("*/result.json") if '"done_training": 1' in p.read_text()]
-
-    def watch():
-        deadline = time.time() + 120
-        while time.time() < deadline and len(finished()) < 2:
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
-    try:
-        threading.Thread(target=watch, daemon=True).start()
-        assert sweep(out, data_dir, "repeats=1") == 130  # the search was interrupted (as by Ctrl-C): --resume
-    finally:
-        signal.signal(signal.SIGUSR1, before)
-    done = {p.parent.name: p.read_text() for p in finished()}
+    # the search interrupted (as by Ctrl-C) once two trials are done: --resume finishes it
+    assert interrupted(lambda: sweep(out, data_dir, "repeats=1"),
+                       lambda: len(finished_trials(out / "search")) >= 2) == 130
+    done = {p.parent.name: p.read_text() for p in finished_trials(out / "search")}
     assert 2 <= len(done) < 5 and not (out / "path.csv").exists()
     assert main(["sweep", "coordinate", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
     for name, text in done.items():  # finished trials were not run again

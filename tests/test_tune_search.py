@@ -4,16 +4,21 @@ scheduler that never stops a run at its last record and writes down whom it stop
 quick sweeps through the command line: random search to the end, and Optuna with ASHA."""
 import importlib.util
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
+from interrupt import finished_trials, interrupted
 from orchestrator.cli import main
+from orchestrator.driver import own_models
 from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
-from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_scheduler
+from search_spaces.search import Search, SearchRecords, Setting, best_of
+from search_spaces.study import Stage, Study
+from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_early_stop
 from workloads import metrics as M
 from workloads.config import ConfigError
 
@@ -25,22 +30,80 @@ def test_the_tune_study_and_its_options():
     search, final = study.stages
     assert (search.search.searcher, search.search.num_samples, search.search.scheduler) == ("random", 20, ASHA(1.0, 3.0))
     assert [k for k, _ in search.search.space] == ["lr", "batch_size", "weight_decay", "optimizer"]
-    assert dict(search.fixed) == {"score_test": False} and dict(final.fixed) == {"score_test": True, "seed": 100}
+    assert dict(search.fixed) == {"score_test": False} and dict(final.fixed) == {"score_test": True}
     assert search.search.most_trials(study.repeats) == 20  # candidates are single runs; the final stage repeats
     quick = study.with_quick()
     assert quick.stages[0].search.num_samples == 6 and quick.stages[0].search.scheduler == ASHA(0.5, 2.0)
-    changed = study.with_overrides({"searcher": "optuna", "scheduler": "none", "samples": "4"}) \
-        if importlib.util.find_spec("optuna") else study.with_overrides({"scheduler": "none", "samples": "4"})
+    changed = study.with_overrides({"searcher": "optuna", "early_stop": "none", "samples": "4"}) \
+        if importlib.util.find_spec("optuna") else study.with_overrides({"early_stop": "none", "samples": "4"})
     assert changed.stages[0].search.scheduler is None and changed.stages[0].search.num_samples == 4
     lines = study.with_quick().plan.lines()
     assert lines[1].startswith("stage search: random search (Tune's BasicVariantGenerator), 6 candidates")
     assert "ASHA (grace period 0.5 epochs, reduction factor 2)" in lines[2]
     assert "  lr             loguniform(0.001, 0.2)" in lines
     for bad, match in ((("searcher", "grid"), "choose from random, optuna"), (("samples", "0"), "samples must be"),
-                       (("scheduler", "hyperband"), "choose none or asha"),
-                       (("scheduler", "asha:grace=1"), "asha takes grace_period")):
+                       (("early_stop", "hyperband"), "choose none or asha"),
+                       (("early_stop", "asha:grace=1"), "asha takes grace_period")):
         with pytest.raises(ConfigError, match=match):
             study.with_overrides(dict([bad]))
+
+
+def test_scheduler_stays_the_learning_rate_schedule_and_no_option_may_hide_a_config_key(capsys):
+    study = get_study("tune").with_overrides({"scheduler": "cosine", "early_stop": "none"})
+    assert study.base_config().train.scheduler == "cosine" and study.stages[0].search.scheduler is None
+    with pytest.raises(ConfigError, match=r"option\(s\) \['scheduler'\] are also config keys; rename the option"):
+        replace(study, options=(("scheduler", lambda s, raw: s),))
+    with pytest.raises(ConfigError, match=r"option\(s\) \['repeats'\] are also config keys"):
+        replace(study, options=(("repeats", lambda s, raw: s),))
+    assert main(["plan", "tune", "early_stop=cosine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "early_stop='cosine': choose none or asha" in err
+
+
+def test_what_would_be_ignored_is_refused_in_one_line(capsys):
+    """A value of a searched key (the final stage trains the chosen one), and ASHA that could stop
+    nobody (its grace period at or past the runs' last record, which it never stops)."""
+    for args, said in ((["lr=0.05"], "lr=0.05: stage search searches lr (loguniform(0.001, 0.2)) and later stages "
+                                     "train the value it chooses, so a value set here would be ignored"),
+                       (["final.batch_size=64"], "final.batch_size=64: stage search searches batch_size"),
+                       (["epochs=1"], "ASHA's grace period (1 epochs) is not below the runs' 1 epoch(s)"),
+                       (["--quick", "early_stop=asha:grace_period=2"], "grace period (2 epochs) is not below the runs' 2"),
+                       (["final.seed=3"], "final.seed: the final runs' seeds follow the search's")):
+        assert main(["plan", "tune", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and said in err, err
+    assert main(["plan", "tune", "epochs=1", "early_stop=none"]) == 0
+    assert main(["plan", "tune", "--quick", "epochs=1", "early_stop=asha:grace_period=0.5"]) == 0
+
+
+def test_the_final_runs_never_reuse_the_candidates_seed():
+    """seed=5 moves the candidates to seed 5 and the final runs to 105, 106, 107 (not 5, 6, 7)."""
+    for overrides, candidates in (({}, 0), ({"seed": "5"}, 5), ({"search.seed": "7"}, 7)):
+        study = get_study("tune").with_overrides(overrides)
+        search, final = study.stages
+        base = study.stage_config(search).to_flat()
+        assert base["seed"] == candidates
+        chosen = {**base, "lr": 0.05, "batch_size": 32}
+        trials = study.stage_trials(final, {"search": SearchRecords([], [], chosen, base)})
+        assert [t.config.train.seed for t in trials] == [candidates + 100 + r for r in range(3)]
+        assert {(t.config.train.lr, t.config.train.batch_size, t.config.train.score_test) for t in trials} == \
+            {(0.05, 32, True)}
+
+
+def test_a_clusters_workers_get_the_own_models_a_search_can_ask_for(tmp_path, monkeypatch):
+    """An imported arch that only a search stage names (a Choice of the space, a coordinate
+    setting's value) is shipped too: the final stage trains what the search chose."""
+    (tmp_path / "searched_models").mkdir()
+    (tmp_path / "searched_models" / "__init__.py").write_text("from tests.fixtures.own_model import small\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    own = "searched_models:small"
+    tuned = Study("t", "", (Stage("search", search=TuneSearch(SPACE + (("arch", Choice(("tutorial", own))),))),
+                            Stage("final", derive=best_of("search"))))
+    one_at_a_time = Study("c", "", (Stage("search", search=Search((Setting("arch", (("own", (("arch", own),)),)),))),
+                                    Stage("final", derive=best_of("search"))))
+    for study in (tuned, one_at_a_time):
+        assert [m.__name__ for m in own_models(study)] == ["searched_models"], study.name
+    assert own_models(replace(tuned, stages=(Stage("search", search=TuneSearch(SPACE)),))) == []
 
 
 def test_optuna_missing_is_one_line_naming_the_extra(monkeypatch):
@@ -66,7 +129,7 @@ def test_a_space_is_checked_where_it_is_built():
                 lambda: ASHA(1, 1)):
         with pytest.raises(ConfigError):
             bad()
-    assert parse_scheduler("none") is None and parse_scheduler("asha:reduction_factor=4") == ASHA(1.0, 4.0)
+    assert parse_early_stop("none") is None and parse_early_stop("asha:reduction_factor=4") == ASHA(1.0, 4.0)
     # Every data set a candidate can have is prepared first: the choices of data settings.
     search = TuneSearch(SPACE + (("normalize", Choice(("half", "dataset"))),))
     base = get_study("tune").base_config().to_flat()
@@ -152,7 +215,7 @@ def check_final(out, n_candidates: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.slow
 def test_a_random_search_runs_every_candidate_to_the_end(ray_local, data_dir, tmp_path):
     out = tmp_path / "random"
-    assert sweep(out, data_dir, "searcher=random", "scheduler=none", "samples=3") == 0
+    assert sweep(out, data_dir, "searcher=random", "early_stop=none", "samples=3") == 0
     candidates, runs = check_final(out, 3)
     assert (candidates["status"] == M.FINISHED).all() and (candidates["epochs_trained"] == 2).all()
     assert candidates["lr"].nunique() == 3 and candidates["lr"].between(1e-3, 0.2).all()
@@ -188,28 +251,9 @@ def test_optuna_with_asha_stops_candidates_early_and_says_so(ray_local, data_dir
 def test_an_interrupted_tune_search_finishes_with_resume(ray_local, data_dir, tmp_path):
     """Interrupt the search (SIGUSR1, as Ctrl-C) once a candidate has finished; --resume runs
     the rest, keeps finished and stopped candidates as they were, and asks for none twice."""
-    import os
-    import signal
-    import threading
-    import time
     out = tmp_path / "tune"
-
-    def finished() -> list:
-        return [p for p in (out / "search").glob("*/result.json") if '"done_training": 1' in p.read_text()]
-
-    def watch():
-        deadline = time.time() + 120
-        while time.time() < deadline and not finished():
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless
-    try:
-        threading.Thread(target=watch, daemon=True).start()
-        assert sweep(out, data_dir, "samples=6") == 130
-    finally:
-        signal.signal(signal.SIGUSR1, before)
-    done = {p.parent.name: p.read_text() for p in finished()}
+    assert interrupted(lambda: sweep(out, data_dir, "samples=6"), lambda: bool(finished_trials(out / "search"))) == 130
+    done = {p.parent.name: p.read_text() for p in finished_trials(out / "search")}
     assert 1 <= len(done) < 6 and not (out / "candidates.csv").exists()
     assert main(["sweep", "tune", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
     for name, text in done.items():  # finished candidates were not run again
