@@ -22,7 +22,6 @@ from results.cells import Missing, fmt_mean_sd, fmt_num, mean_sd_column
 from results.io import write_csv, write_json
 from results.search_plots import plot_search_path
 from workloads import metrics as M
-from workloads.config import SEED
 
 
 def describe(changes: dict) -> str:
@@ -30,7 +29,7 @@ def describe(changes: dict) -> str:
 
 
 def _key(config: dict) -> str:
-    return repr(sorted((k, v) for k, v in config.items() if k != SEED))
+    return repr(sorted((k, v) for k, v in config.items() if k != M.SEED))
 
 
 def final_losses(search) -> dict:

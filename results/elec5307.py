@@ -34,7 +34,6 @@ from results.grid_plots import plot_heatmaps, plot_pairs
 from results.io import save_weights, write_csv, write_json
 from results.plots import BAND, plot_comparison
 from workloads import metrics as M
-from workloads.config import SEED
 
 GRID = ("batch_size", "lr", "epochs")
 
@@ -111,7 +110,7 @@ def best_variant(aggs: dict, baseline) -> str | None:
     """The part3 group with the highest mean validation accuracy among those whose
     configuration differs from the baseline's (the modified network)."""
     def plain(cfg):
-        return {k: v for k, v in cfg.items() if k != SEED}
+        return {k: v for k, v in cfg.items() if k != M.SEED}
     scores = {g: group_row(a)["val_acc_mean"] for g, a in aggs.items()
               if plain(a.runs[0].config) != plain(baseline.runs[0].config)}
     scores = {g: s for g, s in scores.items() if np.isfinite(s)}

@@ -45,7 +45,6 @@ from results.aggregate import RunRecord
 from results.io import atomic_path, write_json, write_npz
 from results.stats import summarize
 from workloads import metrics as M
-from workloads.config import SEED
 from workloads.registry import ConfigError
 
 SCHEMA_VERSION = 1
@@ -164,7 +163,7 @@ def runs_table(rows: list[RunRecord]) -> pa.Table:
     finals = list(dict.fromkeys(c for r in rows for c in r.curves.columns if c != M.STEP))
     keys = list(dict.fromkeys(k for r in rows for k in r.config))
     named = ([(name, [getattr(r, name) for r in rows], _hint(name)) for name in _scalar_fields()]
-             + [(SEED, [r.config.get(SEED) for r in rows], int)]
+             + [(M.SEED, [r.config.get(M.SEED) for r in rows], int)]
              + [(FINAL + m, [r.final(m) for r in rows], float) for m in finals]
              + [(CONFIG + k, [r.config.get(k, ABSENT) for r in rows], None) for k in keys])
     for name, values, hint in named:

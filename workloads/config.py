@@ -261,8 +261,7 @@ class TrialConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FIELDS = {f.name: s for s, k in SECTIONS.items() for f in fields(k)}
-# The config key that a repeat changes (base seed + repeat): never a choice, never compared.
-SEED = "seed"
+SEED = M.SEED  # the config key a repeat changes (workloads/metrics.py, where torch-free readers take it)
 
 FIELD_TYPES = {name: typ for k in SECTIONS.values() for name, typ in typing.get_type_hints(k).items()}
 

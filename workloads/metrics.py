@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STEP = "step"                   # optimizer steps taken so far
+# Not a metric: the config key that a repeat changes (base seed + repeat), never a choice and
+# never compared; here so that readers without torch (results/records.py) name it too.
+SEED = "seed"
 EPOCH = "epoch"                 # fractional epochs done at a record point
 LR = "lr"                       # learning rate in force at the record point
 LOSS = "train_loss"             # training loss at a record point: TrainConfig.record_loss says which
