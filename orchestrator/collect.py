@@ -16,6 +16,7 @@ from ray.tune.result import HOSTNAME, NODE_IP, PID, TIME_TOTAL_S
 from results.aggregate import RunRecord, prefix_record
 from search_spaces.plan import Run
 from workloads import metrics as M
+from workloads.config import TrialConfig
 from workloads.state import Checkpoint
 
 
@@ -53,7 +54,9 @@ def run_record(param: dict, meta: Checkpoint, wall_s: float, weights) -> RunReco
     final = meta.final
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
-        config={k: v for k, v in param.items() if k not in ("stage", "group", "repeat")},
+        # Typed again: a param Tune restored from its saved state has lists where tuples were.
+        config=TrialConfig.from_flat({k: v for k, v in param.items() if k not in ("stage", "group", "repeat")})
+        .to_flat(),
         curves=pd.DataFrame(meta.records), test_acc=final.test_acc, wall_s=wall_s,
         first_layer=meta.first_layer, weights=weights, status=final.status,
         parameters=final.parameters, train_seconds=final.train_seconds,
