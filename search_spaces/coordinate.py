@@ -45,11 +45,11 @@ from functools import partial
 
 from search_spaces import recipes
 from search_spaces.convnet import Net
-from search_spaces.search import Search, Setting, best_of
+from search_spaces.search import Search, Setting, best_of, check_fresh_seeds
 from search_spaces.study import Report, Stage, Study
 from workloads import metrics as M
 from workloads.components import OPTIMIZERS
-from workloads.config import SEED, starting_lr
+from workloads.config import starting_lr
 from workloads.models import ARCHS
 
 # The tutorial's recipe (search_spaces/recipes.py, ../shared/seeds/001), its net written out
@@ -61,7 +61,7 @@ TUTORIAL = recipes.TUTORIAL + (
     ("epochs", 5),
     ("metrics", ",".join((M.LOSS, M.VAL_ACC, M.VAL_LOSS))),
 )
-FINAL_SEED = 100                      # the final runs' seeds: 100, 101, ...
+FINAL_SEED = 100                      # the final runs' seeds: the search's + 100, + 101, ...
 
 
 # Values computed from the current best flat config (module-level, so Tune can pickle them).
@@ -164,11 +164,13 @@ STUDY = Study(
     description="one setting at a time from the tutorial's net (16 settings, 2-8 values each), chosen on "
                 "validation accuracy; the final configuration with repeats on the test set",
     stages=(Stage("search", search=Search(SETTINGS), fixed=(("score_test", False),)),
-            Stage("final", derive=best_of("search"), fixed=(("score_test", True), (SEED, FINAL_SEED)))),
+            # Seeds the search never used (its seed + 100, ...), whatever seed= says.
+            Stage("final", derive=best_of("search", seed_offset=FINAL_SEED), fixed=(("score_test", True),))),
     base=TUTORIAL,
     repeats=3,
     # The whole search on subsets, one epoch per value (epochs x4 is 4), one repeat.
     quick=(("repeats", 1), ("epochs", 1), ("train_subset", 400), ("val_subset", 500), ("test_subset", 500),
            ("train_eval_size", 100)),
     report=Report("results.coordinate:coordinate_report", stages=("search", "final")),
+    check=check_fresh_seeds,
 )

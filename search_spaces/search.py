@@ -148,5 +148,18 @@ def _best_of(stage: str, earlier, seed_offset: int | None = None) -> dict:
 def best_of(stage: str, seed_offset: int | None = None) -> Callable[[Any], dict]:
     """A Stage.derive: the configuration the search stage `stage` chose; with `seed_offset`,
     on seeds that far above the search's own (its seed + offset + repeat), so that they stay
-    new whatever seed the user sets."""
+    new whatever seed the user sets (`check_fresh_seeds` refuses STAGE.seed= on such a stage)."""
     return partial(_best_of, stage, seed_offset=seed_offset)
+
+
+def check_fresh_seeds(study) -> None:
+    """A Study.check: a stage trained on seeds above its search's (best_of with seed_offset)
+    refuses a seed of its own, which the derive would silently replace."""
+    for stage in study.stages:
+        derive = stage.derive
+        offset = derive.keywords.get("seed_offset") if isinstance(derive, partial) and derive.func is _best_of \
+            else None
+        if offset is not None and any(key == f"{stage.name}.{SEED}" for key, _ in study.user):
+            raise ConfigError(f"{stage.name}.{SEED}: stage {stage.name}'s seeds follow the search's (its seed "
+                              f"+ {offset}, + {offset + 1}, ...), so that none is a candidate's; set {SEED}= "
+                              f"to move both")

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from search_spaces.search import best_of
+from search_spaces.search import best_of, check_fresh_seeds
 from search_spaces.study import Report, Stage, Study
 from search_spaces.tune_search import ASHA, Choice, LogUniform, TuneSearch, check_searches, parse_early_stop
 from workloads import metrics as M
-from workloads.config import SEED, ConfigError, coerce
+from workloads.config import ConfigError, coerce
 
 SPACE = (
     ("lr", LogUniform(1e-3, 0.2)),
@@ -44,9 +44,7 @@ FINAL_SEEDS = 100
 
 def check(study: Study) -> None:
     check_searches(study)
-    if any(key == f"final.{SEED}" for key, _ in study.user):
-        raise ConfigError(f"final.{SEED}: the final runs' seeds follow the search's (its seed + {FINAL_SEEDS}, "
-                          f"+ {FINAL_SEEDS + 1}, ...), so that none is a candidate's; set {SEED}= to move both")
+    check_fresh_seeds(study)
 
 
 def _with_search(study: Study, **changes) -> Study:

@@ -35,7 +35,11 @@ def test_the_search_is_the_reports_settings_in_order_from_the_tutorial_run():
             base.train.batch_size, base.train.epochs, base.train.score_test) == (
         "tutorial", TUTORIAL, "half", "sgd:momentum=0.9", 0.001, 4, 5, False)
     assert base.train.recorded == (M.LOSS, M.VAL_ACC, M.VAL_LOSS)
-    assert study.repeats == 3 and dict(final.fixed) == {"score_test": True, "seed": 100}
+    assert study.repeats == 3 and dict(final.fixed) == {"score_test": True}
+    # The final runs' seeds: the search's + 100, + 101, ..., whatever seed= says (search seeds 0-2 here).
+    from search_spaces.search import SearchRecords
+    found = SearchRecords(best={"seed": 5, "lr": 0.01}, base={"seed": 5, "lr": 0.001})
+    assert final.derive({"search": found}) == {"lr": 0.01, "seed": 105}
     # Every data set the search can ask for is prepared before it starts: the normalisations.
     assert sorted(d.normalize for d in search.search.data_configs(base.to_flat())) == [
         "const:mean=0.45:std=0.45", "const:mean=0.475:std=0.475", "dataset", "half", "none"]

@@ -68,7 +68,7 @@ def test_what_would_be_ignored_is_refused_in_one_line(capsys):
                        (["final.batch_size=64"], "final.batch_size=64: stage search searches batch_size"),
                        (["epochs=1"], "ASHA's grace period (1 epochs) is not below the runs' 1 epoch(s)"),
                        (["--quick", "early_stop=asha:grace_period=2"], "grace period (2 epochs) is not below the runs' 2"),
-                       (["final.seed=3"], "final.seed: the final runs' seeds follow the search's")):
+                       (["final.seed=3"], "final.seed: stage final's seeds follow the search's")):
         assert main(["plan", "tune", *args]) == 2, args
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and said in err, err
