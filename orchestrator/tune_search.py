@@ -73,12 +73,14 @@ def param_space(base: dict, stage: str, search: TuneSearch) -> dict:
                       **{k: domain(d) for k, d in search.space}}}
 
 
-def searcher(search: TuneSearch, at_once: int | None):
+def searcher(search: TuneSearch, at_once: int | None, verbose: int = 1):
     if search.searcher == "random":
         return BasicVariantGenerator(random_state=search.seed, max_concurrent=at_once or 0)
     # Optuna is an optional extra (TuneSearch refused searcher=optuna without it).
     import optuna
     from ray.tune.search.optuna import OptunaSearch
+    # Optuna's INFO lines ("A new study created in memory ...") only with -v, as Tune's own.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.WARNING)
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
 
 
@@ -137,7 +139,7 @@ def run_tune_search(study: Study, stage: Stage, opts, datasets, done: dict, rows
         run_trial, data, opts, stage.name, resume_errored=False,
         columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
         callbacks=[Ended(f"[{study.name}] {stage.name}", search.metric)],
-        param_space=param_space(base, stage.name, search), search_alg=searcher(search, at_once),
+        param_space=param_space(base, stage.name, search), search_alg=searcher(search, at_once, opts.verbose),
         scheduler=scheduler(search, base, log), metric=search.metric, mode=search.mode,
         num_samples=search.num_samples, max_concurrent_trials=None if search.searcher == "random" else at_once,
         trial_name_creator=_name, trial_dirname_creator=_dirname)

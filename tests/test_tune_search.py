@@ -11,6 +11,7 @@ import pytest
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
+from browser import check_page, chromium_or_skip
 from interrupt import finished_trials, interrupted
 from orchestrator.cli import main
 from orchestrator.driver import own_models
@@ -241,6 +242,10 @@ def test_optuna_with_asha_stops_candidates_early_and_says_so(ray_local, data_dir
     assert f"stopped early at epoch {first['stopped_at_epoch']:.3g} (ASHA)" in html
     assert "Optuna&#39;s TPE" in html or "Optuna's TPE" in html
     assert (out / "candidates.png").stat().st_size > 10000
+    # What a person sees: the page (with the candidates' figure) loads whole and fits the window.
+    seen = check_page(out / "report.html", width=1280, screenshot=tmp_path / "optuna.png",
+                      chromium=chromium_or_skip())
+    assert seen["images"] >= 1 and seen["images_failed"] == 0 and not seen["overflow"], seen
     # Again from the saved records, without Ray: the same candidates and marks.
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
