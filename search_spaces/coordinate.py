@@ -19,7 +19,7 @@ Stages:
           half a point). The current best is never trained again: its results are reused.
           These runs never touch the test set (score_test=false).
   final   the configuration the search chose, trained again with seeds the search never
-          used (100, 101, ...), so that its test accuracy carries no luck the selection
+          used (its seed + 100, + 101, ...), so that its test accuracy carries no luck the selection
           picked; the only runs that score the test set.
 
 The report chose on test accuracy (and so reported a number the choices were fitted

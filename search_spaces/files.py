@@ -32,7 +32,8 @@ A YAML file (every key but `name` and `stages` optional; docs/examples/my_study.
 
 `name` names the runs' folder (runs/NAME/): letters, digits, _ - ., not a built-in study's
 name. A file without `quick` (a .py file: an empty Study.quick) gets QUICK, so that --quick is
-minutes: 1 epoch on subsets, 2 repeats (at most the study's; a stage's own repeats stay).
+minutes: 1 epoch on subsets, 2 repeats (at most the study's; a stage's own repeats stay), never
+more than the study itself (its own smaller subsets stay; snapshots go with the length).
 The reference, the figures' metrics and groups and the report's module are checked at load;
 the report function itself when a sweep starts (it imports plotting code).
 List-valued settings (`metrics`, `augment`, `spec`) may be YAML lists. A Python file
@@ -57,9 +58,10 @@ import yaml
 
 from search_spaces import BUILT_IN
 from search_spaces.recipes import RECIPES
-from workloads import metrics as M
 from search_spaces.study import Figure, Report, Stage, Study, Variant
+from workloads import metrics as M
 from workloads.config import FIELD_TYPES, FIELDS, LIST_FIELDS, ConfigError, coerce
+from workloads.imported import importable_here
 
 DEFAULT_REPORT = "results.reports:variants_report"
 
@@ -109,9 +111,10 @@ def _check_names(study: Study) -> None:
     curves, and the reference and the figures' groups are groups of the plan (when every
     stage's groups are known before anything runs)."""
     module = study.report.function.partition(":")[0] if study.report else ""
+    importable_here()
     try:
         found = importlib.util.find_spec(module) if module else True
-    except (ImportError, ValueError):
+    except Exception:  # a parent package that fails to import: the same one line
         found = None
     if not found:
         raise ConfigError(f"report.function: {study.report.function!r}: no module {module} "
@@ -143,8 +146,20 @@ def _check_names(study: Study) -> None:
 
 
 def default_quick(study: Study) -> tuple:
-    """--quick of a file that says nothing of it: minutes, like the built-ins' (QUICK)."""
-    return tuple((k, min(v, study.repeats) if k == "repeats" else v) for k, v in QUICK)
+    """--quick of a file that says nothing of it: minutes, like the built-ins' (QUICK); never
+    more than the study itself (a subset the base already cuts smaller stays), and snapshots
+    of a longer run dropped with its length."""
+    base = study.base_config().to_flat()
+    out = []
+    for key, value in QUICK:
+        if key == "repeats":
+            value = min(value, study.repeats)
+        elif key != "epochs" and 0 < base[key] <= value:
+            continue  # the study's own subset is already this small
+        out.append((key, value))
+    if base["snapshot_epochs"]:
+        out.append(("snapshot_epochs", ""))
+    return tuple(out)
 
 
 class FormatName:

@@ -39,6 +39,7 @@ from search_spaces.axes import (AXIS_ALIASES, SEEDS_ARE_REPEATS, is_value_list, 
                                 with_axis)
 from search_spaces.plan import Plan, plan_of
 from workloads.config import FIELD_TYPES, FIELDS, SEED, ConfigError, TrialConfig, coerce
+from workloads.imported import importable_here
 
 # Study-level keys a user may override beside every TrialConfig field.
 STUDY_KEYS = ("repeats",)
@@ -116,6 +117,7 @@ class Report:
 
     def resolve(self) -> Callable:
         module, _, name = self.function.partition(":")
+        importable_here()
         return getattr(importlib.import_module(module), name)
 
 

@@ -114,6 +114,34 @@ def test_scalars_from_yaml_are_typed_and_quick_has_a_default(tmp_path):
     assert quick.base_config().data.train_subset == 2000
     path.write_text("name: mine\nstages:\n  - {name: s}\n")   # one repeat: --quick keeps it one
     assert get_study(str(path)).with_quick().repeats == 1
+    # --quick never asks for more than the study: its own smaller subset stays, and snapshots of a
+    # longer run go with the length.
+    path.write_text("name: mine\nbase: {train_subset: 300, epochs: 10, snapshot_epochs: [5]}\n"
+                    "stages:\n  - {name: s}\n")
+    quick = get_study(str(path)).with_quick().base_config()
+    assert (quick.data.train_subset, quick.data.val_subset, quick.train.epochs, quick.train.snapshot_epochs) == (
+        300, 500, 1, ())
+
+
+def test_a_report_function_in_the_working_folder_is_found_without_python_m(tmp_path):
+    """The console script has no working folder on sys.path (python -m has): the report's module
+    is found there all the same, and a package that fails to import is one line."""
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "myrep.py").write_text("def rep(results, out, study):\n    pass\n")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "__init__.py").write_text("raise RuntimeError('half written')\n")
+    (tmp_path / "ok.yaml").write_text("name: mine\nreport: myrep:rep\nstages:\n  - {name: s}\n")
+    (tmp_path / "bad.yaml").write_text("name: mine\nreport: broken.rep:rep\nstages:\n  - {name: s}\n")
+    code = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            "from orchestrator.cli import main; sys.exit(main(['plan', sys.argv[1]]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([sys.executable, "-c", code, "ok.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-c", code, "bad.yaml"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "report.function" in bad.stderr, bad.stderr
 
 
 def test_a_python_file_has_a_derived_stage(capsys, tmp_path):

@@ -37,14 +37,20 @@ def is_imported(arch: str) -> bool:
     return ":" in str(arch)
 
 
+def importable_here() -> None:
+    """Modules in the folder a command runs in import as under `python -m` (the console script
+    lacks that folder on sys.path): one's own models and report functions."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+
+
 @functools.lru_cache(maxsize=None)
 def factory_of(arch: str) -> Callable:
     """The callable `package.module:factory` names; ConfigError in one line otherwise."""
     module_name, _, attr = arch.partition(":")
     if not (module_name and attr.isidentifier()):
         raise ConfigError(f"arch={arch!r}: expected package.module:factory")
-    if os.getcwd() not in sys.path and "" not in sys.path:  # the console script lacks it; python -m has it
-        sys.path.append(os.getcwd())
+    importable_here()
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
