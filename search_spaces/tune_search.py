@@ -192,10 +192,12 @@ def check_searches(study) -> None:
         if not isinstance(stage.search, TuneSearch):
             continue
         searched = dict(stage.search.space)
+        names = [s.name for s in study.stages]
+        from_here = set(names[names.index(stage.name):])  # the search and the stages after it
         for raw_key, raw in study.user:
-            key = raw_key.rpartition(".")[2]
+            scope, _, key = raw_key.rpartition(".")
             key = AXIS_ALIASES.get(key, key)
-            if key in searched:
+            if key in searched and (not scope or scope in from_here):
                 raise ConfigError(f"{raw_key}={raw}: stage {stage.name} searches {key} "
                                   f"({searched[key].describe()}) and later stages train the value it chooses, "
                                   f"so a value set here would be ignored")

@@ -19,7 +19,8 @@ from orchestrator.tune_search import EarlyStops, param_space, read_stops
 from search_spaces import get_study
 from search_spaces.search import Search, SearchRecords, Setting, best_of
 from search_spaces.study import Stage, Study
-from search_spaces.tune_search import ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, parse_early_stop
+from search_spaces.tune_search import (ASHA, Choice, Integer, LogUniform, TuneSearch, Uniform, check_searches,
+                                       parse_early_stop)
 from workloads import metrics as M
 from workloads.config import ConfigError
 
@@ -75,6 +76,14 @@ def test_what_would_be_ignored_is_refused_in_one_line(capsys):
         assert "\n" not in err and said in err, err
     assert main(["plan", "tune", "epochs=1", "early_stop=none"]) == 0
     assert main(["plan", "tune", "--quick", "epochs=1", "early_stop=asha:grace_period=0.5"]) == 0
+    # A stage before the search takes the searched key as any other.
+    pre = Study("pre", "a grid, then a search", check=check_searches, stages=(
+        Stage("pre", axes=(("batch_size", (32,)),)),
+        Stage("search", search=TuneSearch(space=(("lr", Choice((0.1, 0.01))),), num_samples=2)),
+        Stage("final", derive=best_of("search", seed_offset=100))))
+    assert dict(pre.with_overrides({"pre.lr": "0.5"}).stages[0].fixed)["lr"] == 0.5
+    with pytest.raises(ConfigError, match="final.lr=0.5: stage search searches lr"):
+        pre.with_overrides({"final.lr": "0.5"})
 
 
 def test_the_final_runs_never_reuse_the_candidates_seed():
