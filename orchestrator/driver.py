@@ -58,9 +58,20 @@ def own_models(study: Study) -> list:
     return [m for m in modules if getattr(m, "__file__", None)]
 
 
+def ship_study_files() -> None:
+    """Python study files are modules no Ray worker can import (search_spaces/files.py):
+    Ray's pickler sends what they define (a derive, a search's computed values) by value."""
+    from ray import cloudpickle
+
+    from search_spaces.files import loaded_modules
+    for module in loaded_modules():
+        cloudpickle.register_pickle_by_value(module)
+
+
 def init_ray(opts: Options, study: Study | None = None) -> bool:
     """Start or join Ray; True when this call started it (and so should stop it)."""
     import ray
+    ship_study_files()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's newer console output ignores the progress reporter: keep the compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

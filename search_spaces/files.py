@@ -53,7 +53,6 @@ import types
 from dataclasses import replace
 from pathlib import Path
 
-import cloudpickle
 import yaml
 
 from search_spaces import BUILT_IN
@@ -74,6 +73,7 @@ REPORT_KEYS = ("function", "stages", "args")
 # --quick of a study file without `quick:`: one epoch on subsets, two repeats (at most the study's).
 QUICK = (("repeats", 2), ("epochs", 1), ("train_subset", 2000), ("val_subset", 500), ("test_subset", 500),
          ("train_eval_size", 500))
+MODULE_PREFIX = "study_file_"   # a Python study file's module: study_file_<its text's sha256>
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a study file's name: one folder, runs/NAME/
 STUDY_SCALARS = ("description", "repeats", "reference", "select", "select_why")   # int repeats, else str
 
@@ -311,8 +311,9 @@ def _list(doc, where: str) -> list:
 
 def _python_study(path: str, text: str) -> Study:
     """A Python study file run as a module of its own (named for its content, so that two
-    versions of one file are two modules), pickled by value: Ray workers need not find it."""
-    name = "study_file_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    versions of one file are two modules), which the driver has Ray pickle by value
+    (`loaded_modules`): Ray's workers cannot import it."""
+    name = MODULE_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]
     module = sys.modules.get(name)
     if module is None:
         module = types.ModuleType(name)
@@ -327,12 +328,16 @@ def _python_study(path: str, text: str) -> Study:
             del sys.modules[name]
             line = getattr(e, "lineno", None)
             raise ConfigError(f"{type(e).__name__}{f' at line {line}' if line else ''}: {e}") from None
-        cloudpickle.register_pickle_by_value(module)
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
         raise ConfigError("STUDY: missing; a Python study file defines STUDY = Study(...) "
                           "(from search_spaces.study import Stage, Study, ...)")
     return study
+
+
+def loaded_modules() -> list:
+    """The Python study files this process has loaded, each a module of its own."""
+    return [m for name, m in sys.modules.items() if name.startswith(MODULE_PREFIX)]
 
 
 def read_study(path: str) -> Study:

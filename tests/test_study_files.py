@@ -322,3 +322,24 @@ def test_resume_of_a_file_since_edited_runs_the_kept_text(tmp_path, monkeypatch)
         assert again.study_text == MINIMAL and again.resolve_study().name == "mine"
     (tmp_path / "copy.yaml").write_text("name: mine\nstages: [\n")  # another path, not valid now: the kept text
     assert with_saved(Request("copy.yaml", resume=True), saved).study_text == MINIMAL
+
+
+def test_what_a_python_study_file_defines_reaches_ray_workers_by_value(tmp_path):
+    """A .py study is a module no worker can import: Ray's pickler sends its functions by value
+    (the standalone cloudpickle, which Ray does not use, is not needed)."""
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    from orchestrator.driver import ship_study_files
+    (tmp_path / "fn.py").write_text(
+        "from search_spaces.study import Stage, Study\n"
+        "def double(earlier):\n    return {'lr': [0.02]}\n"
+        "STUDY = Study('fn', 'a derived stage', stages=(Stage('a'), Stage('b', derive=double)))\n")
+    derive = get_study(str(tmp_path / "fn.py")).stages[1].derive
+    ship_study_files()
+    data = cloudpickle.dumps(derive)
+    code = "import sys, pickle; print(pickle.loads(sys.stdin.buffer.read())({}))"
+    done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.decode().strip() == "{'lr': [0.02]}", done.stderr.decode()
