@@ -46,6 +46,12 @@ def collect(grid) -> tuple[dict[str, RunRecord], list[str]]:
     return records, failed
 
 
+def param_config(param: dict) -> TrialConfig:
+    """The config of a trial's Tune param (its names set aside), typed again: a param Tune
+    restored from its saved state has lists where tuples were."""
+    return TrialConfig.from_flat({k: v for k, v in param.items() if k not in ("stage", "group", "repeat")})
+
+
 def run_record(param: dict, meta: Checkpoint, wall_s: float, weights) -> RunRecord:
     """An ended run as aggregation sees it, from its Tune params and final checkpoint's
     metadata (every record, also those from before a restore, the final record and
@@ -54,9 +60,7 @@ def run_record(param: dict, meta: Checkpoint, wall_s: float, weights) -> RunReco
     final = meta.final
     return RunRecord(
         stage=param["stage"], group=param["group"], repeat=param["repeat"],
-        # Typed again: a param Tune restored from its saved state has lists where tuples were.
-        config=TrialConfig.from_flat({k: v for k, v in param.items() if k not in ("stage", "group", "repeat")})
-        .to_flat(),
+        config=param_config(param).to_flat(),
         curves=pd.DataFrame(meta.records), test_acc=final.test_acc, wall_s=wall_s,
         first_layer=meta.first_layer, weights=weights, status=final.status,
         parameters=final.parameters, train_seconds=final.train_seconds,

@@ -35,7 +35,7 @@ from ray.tune.result import TIME_TOTAL_S
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from orchestrator.collect import failure, run_record, trial_rows
+from orchestrator.collect import failure, param_config, run_record, trial_rows
 from orchestrator.experiment import (TRIALS_FILE, Interrupted, SweepError, experiment_path, stage_tuner,
                                      trials_at_once)
 from orchestrator.trainable import load_meta, load_weights, run_trial
@@ -47,6 +47,7 @@ from search_spaces.study import Stage, Study
 from search_spaces.tune_search import Choice, Integer, LogUniform, TuneSearch, Uniform
 from workloads import metrics as M
 from workloads.config import TrialConfig
+from workloads.models import count_parameters
 
 CANDIDATE = "candidate"                 # every candidate's group in Tune's config; cNN in the records
 STOPS_FILE = "{stage}_stopped_early.json"  # trial id -> the epoch ASHA stopped it at
@@ -206,12 +207,11 @@ def stopped_record(param: dict, result) -> RunRecord:
     frame = result.metrics_dataframe
     columns = [c for c in (M.STEP, *M.CURVES) if c in frame]
     curves = frame[columns].drop_duplicates(M.STEP, keep="last").reset_index(drop=True)
-    cfg = TrialConfig.from_flat({k: v for k, v in param.items() if k not in ("stage", "group", "repeat")})
-    model = cfg.model.build(cfg.data.in_shape)
+    cfg = param_config(param)
     seconds = float(curves[M.TRAIN_SECONDS].iloc[-1]) if M.TRAIN_SECONDS in curves and len(curves) else 0.0
     return RunRecord(stage=param["stage"], group=param["group"], repeat=0, config=cfg.to_flat(), curves=curves,
                      test_acc=float("nan"), wall_s=float(result.metrics.get(TIME_TOTAL_S, 0.0)),
-                     status=M.STOPPED_EARLY, parameters=sum(p.numel() for p in model.parameters()),
+                     status=M.STOPPED_EARLY, parameters=count_parameters(cfg.model.build(cfg.data.in_shape)),
                      train_seconds=seconds)
 
 

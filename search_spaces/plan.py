@@ -54,7 +54,7 @@ class StagePlan:
     def given(self, study: "Study", earlier) -> "StagePlan":
         """This stage's trials and runs once the stages before it have ended (`earlier`: their
         results by stage): a derived stage computes its grid now; a known one is itself."""
-        if self.known or self.kind != "derived":
+        if self.kind != "derived":
             return self
         trials = tuple(study.stage_trials(self.stage, earlier))
         taken = {t.group: p.stage.name for p in study.plan.stages if p.known for t in p.trials}
