@@ -147,3 +147,25 @@ class Progress(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.show(trials, final=True)
+
+
+class Ended(Callback):
+    """A search stage's progress, whose length is not known in advance: one line per trial
+    that ends, with its name (`name(trial)`), the score the search reads, the epoch it
+    reached (a candidate an early stop ended before the last), and the counts."""
+
+    def __init__(self, label: str, metric: str, name):
+        self.label, self.metric, self.name, self.ended = label, metric, name, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended += 1
+        last = trial.last_result or {}
+        value = last.get(self.metric)
+        score = f"{self.metric} {value:.4f} at epoch {last.get(M.EPOCH, 0):.2f}" if isinstance(value, float) \
+            else "no score"
+        running = sum(t.status == RUNNING for t in trials)
+        print(f"{self.label}: {self.name(trial)} {score} ({self.ended} ended, {running} running)",
+              file=sys.stderr, flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_trial_complete(iteration, trials, trial)

@@ -24,13 +24,13 @@ import sys
 from dataclasses import replace
 
 import pandas as pd
-from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from orchestrator.coordinate import Candidate, CoordinateSearch, Step
 from orchestrator.collect import collect, failure, trial_rows
 from orchestrator.experiment import (TRIALS_FILE, Interrupted, experiment_path, raise_if_interrupted, stage_tuner,
                                      trials_at_once)
+from orchestrator.progress import Ended
 from results.aggregate import RunRecord
 from results.io import write_csv
 from search_spaces.search import SearchRecords, canonical
@@ -125,7 +125,7 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
     tuner = stage_tuner(
         run_trial, data, opts, stage.name, resume_errored=False,
         columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
-        callbacks=[Ended(f"[{study.name}] {stage.name}", stage.search.metric)],
+        callbacks=[Ended(f"[{study.name}] {stage.name}", stage.search.metric, _name)],
         search_alg=make_searcher(study, stage, prepared, at_once), num_samples=-1,
         max_concurrent_trials=at_once, trial_name_creator=_name, trial_dirname_creator=_dirname)
     grid = tuner.fit()
@@ -144,24 +144,6 @@ def run_search(study: Study, stage: Stage, opts, datasets, done: dict, rows: lis
     for r in found:
         done.setdefault(TrialConfig.from_flat(r.config), r)
     return found
-
-
-class Ended(Callback):
-    """One line per trial that ends: its name, the score the search reads, and the count."""
-
-    def __init__(self, label: str, metric: str):
-        self.label, self.metric, self.ended = label, metric, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.ended += 1
-        value = (trial.last_result or {}).get(self.metric)
-        score = f"{self.metric} {value:.4f}" if isinstance(value, float) else "no score"
-        running = sum(t.status == "RUNNING" for t in trials)
-        print(f"{self.label}: {_name(trial)} {score} ({self.ended} ended, {running} running)",
-              file=sys.stderr, flush=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.on_trial_complete(iteration, trials, trial)
 
 
 def _name(trial) -> str:

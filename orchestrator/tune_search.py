@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ray import tune
-from ray.tune import Callback
 from ray.tune.result import TIME_TOTAL_S
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
@@ -38,6 +37,7 @@ from ray.tune.search import BasicVariantGenerator
 from orchestrator.collect import failure, param_config, run_record, trial_rows
 from orchestrator.experiment import (TRIALS_FILE, Interrupted, SweepError, experiment_path, stage_tuner,
                                      trials_at_once)
+from orchestrator.progress import Ended
 from orchestrator.trainable import load_meta, load_weights, run_trial
 from results.aggregate import RunRecord
 from results.io import write_csv, write_json
@@ -139,7 +139,7 @@ def run_tune_search(study: Study, stage: Stage, opts, datasets, done: dict, rows
     tuner = stage_tuner(
         run_trial, data, opts, stage.name, resume_errored=False,
         columns={M.EPOCH: "epoch", M.LOSS: "loss", M.VAL_ACC: "val_acc"},
-        callbacks=[Ended(f"[{study.name}] {stage.name}", search.metric)],
+        callbacks=[Ended(f"[{study.name}] {stage.name}", search.metric, _name)],
         param_space=param_space(base, stage.name, search), search_alg=searcher(search, at_once, opts.verbose),
         scheduler=scheduler(search, base, log), metric=search.metric, mode=search.mode,
         num_samples=search.num_samples, max_concurrent_trials=None if search.searcher == "random" else at_once,
@@ -217,24 +217,6 @@ def stopped_record(param: dict, result) -> RunRecord:
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
-
-
-class Ended(Callback):
-    """One line per candidate that ends: its number, last validation score and epoch."""
-
-    def __init__(self, label: str, metric: str):
-        self.label, self.metric, self.ended = label, metric, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.ended += 1
-        last = trial.last_result or {}
-        value = last.get(self.metric)
-        score = f"{self.metric} {value:.4f} at epoch {last.get(M.EPOCH, 0):.2f}" if isinstance(value, float) \
-            else "no score"
-        print(f"{self.label}: {_name(trial)} {score} ({self.ended} ended)", file=sys.stderr, flush=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.on_trial_complete(iteration, trials, trial)
 
 
 def _name(trial) -> str:
