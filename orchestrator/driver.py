@@ -30,6 +30,7 @@ from orchestrator.experiment import (TRIALS_FILE, Options, SweepError, TuneAdvic
 from orchestrator.provenance import provenance
 from orchestrator.report import DONE_FILE, report_unfinished, save_records, write_study_report
 from results.io import write_csv, write_json
+from search_spaces.files import loaded_modules
 from search_spaces.plan import Run
 from search_spaces.study import Study
 from search_spaces.tune_search import TuneSearch
@@ -62,8 +63,6 @@ def ship_study_files() -> None:
     """Python study files are modules no Ray worker can import (search_spaces/files.py):
     Ray's pickler sends what they define (a derive, a search's computed values) by value."""
     from ray import cloudpickle
-
-    from search_spaces.files import loaded_modules
     for module in loaded_modules():
         cloudpickle.register_pickle_by_value(module)
 
