@@ -92,7 +92,8 @@ def tune_report(results: dict, out: Path, study) -> dict:
     keys = [k for k, _ in spec.space]
     table = candidate_table(search.history, keys)
     write_csv(out / "candidates.csv", table)
-    write_csv(out / "final.csv", summary_table(finals))
+    final_table = summary_table(finals)
+    write_csv(out / "final.csv", final_table)
     chosen = next(row for row in search.history if row["chosen"])
     changes = search.best_changes()
     write_json(out / "best_config.json", {
@@ -119,7 +120,7 @@ def tune_report(results: dict, out: Path, study) -> dict:
              f"search never used; those runs are the study's only test-set scores."]
     caption = (f"Each candidate's {spec.metric} over epochs: the chosen one thick, those ASHA stopped dashed and "
                f"ending in a cross where they were stopped.")
-    return {"summary": table, "final": summary_table(finals), "figures": [(figure, caption)], "notes": notes,
+    return {"summary": table, "final": final_table, "figures": [(figure, caption)], "notes": notes,
             "best_changes": ", ".join(f"{k}={v}" for k, v in changes.items()),
             "tables": [(page_candidates(search.history, spec.metric),
                         "Every candidate of the search: what it sampled, its last validation score, how long it "
