@@ -19,13 +19,18 @@ def finished_trials(folder: Path) -> list[Path]:
     return [p for p in folder.glob("*/result.json") if '"done_training": 1' in p.read_text()]
 
 
-def interrupted(run: Callable[[], int], ready: Callable[[], bool], timeout: float = 120.0) -> int:
+def interrupted(run: Callable[[], int], ready: Callable[[], bool], timeout: float = 120.0,
+                settle: float = 0.0) -> int:
     """run()'s exit code, with SIGUSR1 (which the sweep handles as Ctrl-C) sent to this process
-    once ready() holds, or after `timeout` seconds."""
+    `settle` seconds after ready() holds, or after `timeout` seconds. The wait: Tune writes a
+    trial's result.json when it processes the final result, but marks the trial TERMINATED only
+    when its function has returned; a Ctrl-C between the two (rightly) resumes that trial from its
+    checkpoint, where these tests check that a finished trial is not run again."""
     def watch():
         deadline = time.time() + timeout
         while time.time() < deadline and not ready():
             time.sleep(0.1)
+        time.sleep(settle)
         os.kill(os.getpid(), signal.SIGUSR1)
 
     before = signal.signal(signal.SIGUSR1, lambda *a: None)  # a late signal, after Tune's run, is harmless

@@ -266,7 +266,10 @@ def test_an_interrupted_tune_search_finishes_with_resume(ray_local, data_dir, tm
     """Interrupt the search (SIGUSR1, as Ctrl-C) once a candidate has finished; --resume runs
     the rest, keeps finished and stopped candidates as they were, and asks for none twice."""
     out = tmp_path / "tune"
-    assert interrupted(lambda: sweep(out, data_dir, "samples=6"), lambda: bool(finished_trials(out / "search"))) == 130
+    # A second after the first candidate finished, so that Tune has recorded it as finished (a
+    # candidate trains for seconds: the rest are still to come).
+    assert interrupted(lambda: sweep(out, data_dir, "samples=6"), lambda: bool(finished_trials(out / "search")),
+                       settle=1.0) == 130
     done = {p.parent.name: p.read_text() for p in finished_trials(out / "search")}
     assert 1 <= len(done) < 6 and not (out / "candidates.csv").exists()
     assert main(["sweep", "tune", "--resume", "--out", str(out), "--data-dir", str(data_dir), "--quiet"]) == 0
